@@ -1,0 +1,1 @@
+"""The grid files shipped with srfp, importable as ``srfp.grids`` (see pyproject.toml)."""

@@ -1,0 +1,91 @@
+"""The command line: ``python -m srfp.grid COMMAND``. It parses arguments and calls the stages, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from srfp.datasets import DatasetError
+from srfp.download import DATASETS, DownloadError, download
+from srfp.gridspec import GridError, load_grid
+from srfp.photos import build_photos
+from srfp.plan import Plan, SelectionError
+from srfp.storage import Storage, StorageError
+from srfp.tasks import HoldoutError
+
+#: Errors that are the user's to fix: printed as one line, exit status 2, no traceback.
+USER_ERRORS = (GridError, HoldoutError, SelectionError, DatasetError, StorageError, DownloadError)
+
+
+def _root(args, grid) -> Storage:
+    return Storage(args.root or f"srfp-runs/{grid.name}")
+
+
+def cmd_plan(args) -> None:
+    print(Plan.of(load_grid(args.grid), args.only).render())
+
+
+def cmd_photos(args) -> None:
+    grid = load_grid(args.grid)
+    build_photos(grid.photos, _root(args, grid))
+
+
+def cmd_data(args) -> None:
+    download(args.only.split(","), Path(args.dest).expanduser(), args.mirror, args.keep_archives)
+
+
+#: The stages of ``run``, in order; each skips what storage says is complete.
+PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos))
+
+
+def cmd_run(args) -> None:
+    for name, stage in PIPELINE:
+        print(f"== {name}")
+        stage(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="python -m srfp.grid",
+                                   description="Fingerprints of super-resolution networks, at cluster scale.")
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, function, help_text, grid=True, root=False):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(function=function)
+        if grid:
+            sub.add_argument("--grid", default="smoke",
+                             help="grid file, or a bundled grid name: smoke (default), paper")
+            sub.add_argument("--only", default=None, metavar="SELECTION",
+                             help="only models matching ATTRIBUTE=VALUE[,...], e.g. arch=RCAN,scale=4")
+        if root:
+            sub.add_argument("--root", default=None,
+                             help="storage root: a folder or s3://bucket/prefix (default: srfp-runs/<grid name>)")
+        return sub
+
+    command("plan", cmd_plan, "print every model, task and the rough cost of a grid")
+    command("photos", cmd_photos, "build the photo set (Flickr1K) every model super-resolves", root=True)
+    command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True)
+    data = command("data", None, "get the training datasets", grid=False)
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = data_commands.add_parser("download", help="download DIV2K and Flickr2K and verify their checksums")
+    fetch.set_defaults(function=cmd_data)
+    fetch.add_argument("--dest", required=True, help="folder to download into, e.g. ~/srfp-data")
+    fetch.add_argument("--only", default=",".join(DATASETS), help=f"datasets, comma-separated: {', '.join(DATASETS)}")
+    fetch.add_argument("--mirror", default=None, help="base URL of a mirror holding the same file names")
+    fetch.add_argument("--keep-archives", action="store_true", help="keep the archives after unpacking")
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.function(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

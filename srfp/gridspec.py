@@ -1,0 +1,257 @@
+"""The grid file: which SISR models to train, with which settings, and which classifiers to build on them.
+
+A grid file is YAML whose sections map onto the dataclasses below. ``load_grid`` validates the
+whole file before anything runs; a :class:`GridError` names the file, the field, the bad value and
+the allowed values. ``grids/paper.yaml`` is the study; ``grids/smoke.yaml`` the same shape, tiny.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from srfp.schema import SchemaError, build, choices
+from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, TARGETS, SISRSpec
+
+
+class GridError(ValueError):
+    """An invalid grid file."""
+
+
+@dataclass(frozen=True)
+class ModelGrid:
+    """The hyperparameter grid. ``seeds`` maps each seed to ``all`` datasets or a list of datasets."""
+
+    archs: list[str] = choices(*ARCHS)
+    datasets: list[str] = choices(*DATASETS)
+    scales: list[int] = choices(*SCALES)
+    losses: list[str] = choices(*LOSSES)
+    seeds: dict[int, str | list[str]] = field(default_factory=lambda: {1: "all"})
+
+    def __post_init__(self):
+        for name in ("archs", "datasets", "scales", "losses"):
+            values = getattr(self, name)
+            if not values:
+                raise SchemaError(f"models.{name}: empty; list at least one value")
+            if len(set(values)) != len(values):
+                raise SchemaError(f"models.{name}: {values!r} lists a value twice")
+        if not self.seeds:
+            raise SchemaError("models.seeds: empty; give at least one seed, e.g. {1: all}")
+        for seed, datasets in self.seeds.items():
+            if seed < 0:
+                raise SchemaError(f"models.seeds: seed {seed!r} is not allowed; seeds are non-negative integers")
+            if isinstance(datasets, str):
+                if datasets != "all":
+                    raise SchemaError(f"models.seeds.{seed}: {datasets!r} is not allowed; expected 'all' or a list of datasets")
+                continue
+            for i, dataset in enumerate(datasets):
+                if dataset not in self.datasets:
+                    raise SchemaError(f"models.seeds.{seed}[{i}]: {dataset!r} is not allowed; "
+                                      f"allowed values (models.datasets): {', '.join(self.datasets)}")
+
+    def specs(self) -> list[SISRSpec]:
+        """Every model of the grid, in a stable order: by seed, then arch, dataset, scale, loss."""
+        result = []
+        for seed in sorted(self.seeds):
+            allowed = self.datasets if self.seeds[seed] == "all" else self.seeds[seed]
+            for arch, dataset, scale, loss in itertools.product(self.archs, self.datasets, self.scales, self.losses):
+                if dataset in allowed:
+                    result.append(SISRSpec(arch=arch, dataset=dataset, scale=scale, loss=loss, seed=seed))
+        return result
+
+
+@dataclass(frozen=True)
+class TrainingSource:
+    """Where a base training dataset lives. ``layout``: div2k, flickr2k, or folder (any folder of images)."""
+
+    uri: str
+    layout: str = choices("div2k", "flickr2k", "folder")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The training datasets. Quarter subsets are drawn from their base dataset (see srfp.datasets)."""
+
+    div2k: TrainingSource
+    flickr2k: TrainingSource
+    validation_images: int = 10
+
+
+@dataclass(frozen=True)
+class PhotoSettings:
+    """The photos every model super-resolves (the study's Flickr1K).
+
+    ``source`` is a folder with one subfolder per tag, or ``bundled`` for the CC0 photos shipped with srfp.
+    ``split`` gives the share of photos in each of train/val/test (counts or weights).
+    """
+
+    source: str = "bundled"
+    per_tag: int | None = None
+    min_megapixels: float = 2.0
+    long_side: int = 960
+    split: dict[str, int] = field(default_factory=lambda: {"train": 800, "val": 100, "test": 100})
+    seed: int = 0
+
+    def __post_init__(self):
+        if set(self.split) != {"train", "val", "test"}:
+            raise SchemaError(f"photos.split: keys {sorted(self.split)} are not allowed; expected exactly train, val, test")
+        if any(v < 0 for v in self.split.values()) or sum(self.split.values()) == 0:
+            raise SchemaError(f"photos.split: {self.split!r} is not allowed; use non-negative shares with a positive sum")
+        if self.long_side < 8:
+            raise SchemaError(f"photos.long_side: {self.long_side!r} is not allowed; expected at least 8 pixels")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Resources of one Ray task, actor or trial, and the GPU-hours one is expected to take on a GPU."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    gpu_hours: float = 0.0
+
+
+@dataclass(frozen=True)
+class AdversarialSettings:
+    """SRGAN/ESRGAN-style training: L1 + perceptual + relativistic adversarial terms.
+
+    The first ``warmup_iterations`` of an adversarial trial train with L1 alone (the study started
+    its GAN models from L1-trained ones)."""
+
+    warmup_iterations: int = 0
+    patch_size: int = 128
+    l1_weight: float = 0.01
+    perceptual_weight: float = 1.0
+    adversarial_weight: float = 0.005
+    discriminator_lr: float = 1e-4
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How each SISR model is trained; one Ray Tune trial per model."""
+
+    iterations: int = 300_000
+    batch_size: int = 16
+    patch_size: dict[int, int] = field(default_factory=lambda: {2: 96, 4: 192})
+    learning_rate: float = 1e-4
+    lr_halve_every: int = 200_000
+    checkpoint_every: int = 5_000
+    adversarial: AdversarialSettings = field(default_factory=AdversarialSettings)
+    trial: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1, gpu_hours=24))
+    max_concurrent_trials: int = 0
+    max_failures: int = 3
+
+
+@dataclass(frozen=True)
+class SuperresSettings:
+    """How photos are super-resolved on Ray Data."""
+
+    batch_size: int = 1
+    actor: Resources = field(default_factory=lambda: Resources(cpus=2, gpus=0.5))
+    actors: int = 0
+    tile_size: int = 0
+    tile_overlap: int = 16
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """How attribution and parser classifiers are trained on Ray Train."""
+
+    backbone: str = "legacy_xception"
+    pretrained: bool = True
+    crop_size: int = 299
+    batch_size: int = 16
+    head_epochs: int = 3
+    finetune_epochs: int = 15
+    learning_rate: float = 5e-4
+    plateau_patience: int = 3
+    workers: int = 1
+    worker: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1, gpu_hours=6))
+    vote_size: int = 10
+    vote_repeats: int = 1000
+
+
+@dataclass(frozen=True)
+class ParserGroup:
+    """Parsers for one target, one per held-out value (see srfp.tasks for the value names)."""
+
+    target: str = choices(*TARGETS)
+    holdouts: list[str] = field(default_factory=list)
+    exclude_seeds: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """The classifiers of the study: attribution, holdout parsers, and parsers trained on every model."""
+
+    attribution: bool = True
+    parsers: list[ParserGroup] = field(default_factory=list)
+    all_model_parsers: list[str] = choices(*TARGETS, default_factory=list)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A whole grid file."""
+
+    name: str
+    models: ModelGrid
+    data: DataSettings
+    photos: PhotoSettings = field(default_factory=PhotoSettings)
+    archs: dict[str, dict] = field(default_factory=dict)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    superres: SuperresSettings = field(default_factory=SuperresSettings)
+    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    tasks: TaskSettings = field(default_factory=TaskSettings)
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self):
+        for arch in self.archs:
+            if arch not in ARCHS:
+                raise SchemaError(f"archs.{arch}: unknown architecture; allowed values: {', '.join(ARCHS)}")
+        for scale in self.models.scales:
+            if scale not in self.training.patch_size:
+                raise SchemaError(f"training.patch_size: no patch size for scale {scale}; "
+                                  f"give one for each of models.scales {self.models.scales}")
+
+    def specs(self) -> list[SISRSpec]:
+        return self.models.specs()
+
+
+BUNDLED_GRIDS = ("smoke", "paper")
+
+
+def resolve_grid_path(name_or_path: str | Path) -> Path:
+    """A grid file path, or the name of a grid shipped with srfp (``smoke``, ``paper``)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    if str(name_or_path) in BUNDLED_GRIDS:
+        return Path(str(resources.files("srfp.grids") / f"{name_or_path}.yaml"))
+    raise GridError(f"{name_or_path}: no such grid file; give a path to a YAML file "
+                    f"or one of the bundled grids: {', '.join(BUNDLED_GRIDS)}")
+
+
+def load_grid(name_or_path: str | Path) -> GridSpec:
+    """Read and validate a grid file; raises :class:`GridError` naming the file and the bad field."""
+    path = resolve_grid_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise GridError(f"{path}: not valid YAML: {error}") from None
+    try:
+        grid = build(GridSpec, data, where="")
+    except SchemaError as error:
+        raise GridError(f"{path}: {error}") from None
+    grid = dataclasses.replace(grid, source=str(path))
+    from srfp.tasks import tasks_of  # validates every holdout against the grid's own models
+
+    try:
+        tasks_of(grid)
+    except ValueError as error:
+        raise GridError(f"{path}: {error}") from None
+    return grid

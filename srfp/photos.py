@@ -1,0 +1,139 @@
+"""Build the photo set every model super-resolves (the study's Flickr1K) from a folder of tagged photos.
+
+The source has one subfolder per tag. For each tag, photos are taken in a seeded, deterministic order,
+skipping unreadable files and those under ``min_megapixels``, until ``per_tag`` are kept (all, when
+unset). Each kept photo is shrunk to ``long_side`` pixels on its longer side with the MATLAB bicubic and
+stored as ``<root>/photos/<image_id>.png``. Photos are split train/val/test by photo,
+stratified by tag so every split gets its share of each tag. ``<root>/photos/manifest.parquet`` is written
+last; a rerun reuses the photos already stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import asdict, dataclass, field
+from io import BytesIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from srfp.datasets import DatasetError, image_files, resolve_source
+from srfp.gridspec import PhotoSettings
+from srfp.images import ImageDecodeError, decode_image, encode_png, fit_long_side
+from srfp.storage import Storage
+
+SPLITS = ("train", "val", "test")
+MANIFEST = "photos/manifest.parquet"
+
+
+@dataclass
+class PhotoReport:
+    """What a build kept and what it skipped, with reasons."""
+
+    kept: int = 0
+    reused: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def split_counts(total: int, shares: dict[str, int]) -> dict[str, int]:
+    """Distribute ``total`` photos over the splits in proportion to ``shares`` (largest remainder)."""
+    weight = sum(shares.values())
+    exact = {s: total * shares[s] / weight for s in SPLITS}
+    counts = {s: int(exact[s]) for s in SPLITS}
+    for s in sorted(SPLITS, key=lambda s: (-(exact[s] - counts[s]), SPLITS.index(s)))[: total - sum(counts.values())]:
+        counts[s] += 1
+    return counts
+
+
+def image_id_of(tag: str, path: str) -> str:
+    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{tag}-{stem}")
+
+
+def _ordered(files: list[str], tag: str, seed: int) -> list[str]:
+    rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
+    return [files[i] for i in rng.permutation(len(files))]
+
+
+def stratified_counts(tag_sizes: dict[str, int], shares: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Photos of each tag in each split: split totals as :func:`split_counts`, each tag in proportion."""
+    totals = split_counts(sum(tag_sizes.values()), shares)
+    weight = sum(shares.values())
+    exact = {(t, s): n * shares[s] / weight for t, n in tag_sizes.items() for s in SPLITS}
+    cells = {key: int(value) for key, value in exact.items()}
+    order = sorted(exact, key=lambda key: -(exact[key] - cells[key]))
+    while sum(cells.values()) < sum(tag_sizes.values()):
+        for tag, split in order:
+            tag_left = tag_sizes[tag] - sum(cells[tag, s] for s in SPLITS)
+            split_left = totals[split] - sum(cells[t, split] for t in tag_sizes)
+            if tag_left > 0 and split_left > 0:
+                cells[tag, split] += 1
+    return {t: {s: cells[t, s] for s in SPLITS} for t in tag_sizes}
+
+
+def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoReport:
+    """Build ``<root>/photos`` from ``settings.source``; returns what was kept and skipped."""
+    source = resolve_source(settings.source)
+    tags = [d.rsplit("/", 1)[-1] for d in source.list_dirs()]
+    if not tags:
+        raise DatasetError(f"{settings.source}: no tag subfolders; the photo source needs one subfolder per tag")
+    report, kept = PhotoReport(), {}
+    for tag in tags:
+        rows = []
+        for path in _ordered(image_files(source, tag), tag, settings.seed):
+            if settings.per_tag is not None and len(rows) >= settings.per_tag:
+                break
+            image_id = image_id_of(tag, path)
+            target = f"photos/{image_id}.png"
+            try:
+                original = decode_image(source.read_bytes(path), source.uri_of(path))
+                megapixels = original.shape[0] * original.shape[1] / 1e6
+                if megapixels < settings.min_megapixels:
+                    report.skipped.append((source.uri_of(path), f"{megapixels:.2f} MP < {settings.min_megapixels} MP"))
+                    continue
+                if root.is_file(target):
+                    height, width = decode_image(root.read_bytes(target), root.uri_of(target)).shape[:2]
+                    report.reused += 1
+                else:
+                    photo = fit_long_side(original, settings.long_side)
+                    root.write_bytes(target, encode_png(photo))
+                    height, width = photo.shape[:2]
+                    report.kept += 1
+            except (ImageDecodeError, OSError) as error:
+                report.skipped.append((source.uri_of(path), str(error)))
+                log(f"skipped {source.uri_of(path)}: {error}")
+                continue
+            rows.append({"image_id": image_id, "tag": tag, "source": path, "height": height, "width": width,
+                         "megapixels_original": round(megapixels, 3)})
+            log(f"photo {sum(map(len, kept.values())) + len(rows)}: {image_id} ({height}x{width})")
+        if settings.per_tag is not None and len(rows) < settings.per_tag:
+            log(f"warning: tag {tag} has only {len(rows)} usable photos of the {settings.per_tag} asked for")
+        kept[tag] = rows
+    cells = stratified_counts({tag: len(rows) for tag, rows in kept.items()}, settings.split)
+    for tag, rows in kept.items():
+        splits = [s for s in SPLITS for _ in range(cells[tag][s])]
+        for row, split in zip(rows, splits):
+            row["split"] = split
+    manifest = pd.DataFrame([row for rows in kept.values() for row in rows],
+                            columns=["image_id", "tag", "source", "height", "width", "megapixels_original", "split"])
+    counts = manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0)
+    table = pa.Table.from_pandas(manifest, preserve_index=False).replace_schema_metadata(
+        {"srfp.photo_settings": json.dumps(asdict(settings))})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    root.write_bytes(MANIFEST, sink.getvalue().to_pybytes())
+    log(f"photos: {len(manifest)} in {root.uri_of('photos')} ({', '.join(f'{s} {counts[s]}' for s in SPLITS)}); "
+        f"{len(report.skipped)} skipped")
+    return report
+
+
+def read_manifest(root: Storage) -> pd.DataFrame:
+    """The photo manifest of a run; a clear error when the photos have not been built yet."""
+    if not root.is_file(MANIFEST):
+        raise DatasetError(f"{root.uri_of(MANIFEST)} does not exist; build the photo set first with "
+                           f"`python -m srfp.grid photos --root {root.uri}`")
+    return pq.read_table(BytesIO(root.read_bytes(MANIFEST))).to_pandas()

@@ -1,0 +1,166 @@
+"""A run's storage root: a local folder or ``s3://bucket/prefix``, behind one small interface.
+
+Every stage reads and writes through :class:`Storage`, with paths relative to the root, so the same
+command runs on a laptop and on a cluster. S3 honours the standard AWS settings: credentials from the
+usual chain (environment, profile, instance profile), ``AWS_REGION``/``AWS_DEFAULT_REGION``, and an
+endpoint override from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (an S3-compatible server).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+
+class StorageError(RuntimeError):
+    """A storage root that cannot be used; the message says what to set. It never contains secrets."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """The AWS settings in effect, read from the environment (credentials stay with the AWS SDK)."""
+
+    region: str | None
+    endpoint: str | None
+
+    @classmethod
+    def from_env(cls) -> "S3Settings":
+        return cls(region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+                   endpoint=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        options: dict = {"region": self.region or "us-east-1"}
+        if self.endpoint:
+            endpoint = urlparse(self.endpoint)
+            if not endpoint.scheme or not endpoint.netloc:
+                raise StorageError(f"AWS_ENDPOINT_URL {self.endpoint!r} is not a URL like http://127.0.0.1:9000")
+            options.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme)
+        return pafs.S3FileSystem(**options)
+
+
+def is_remote(uri: str) -> bool:
+    return urlparse(str(uri)).scheme == "s3"
+
+
+class Storage:
+    """Files under a root URI. Paths given to its methods are relative, with ``/`` separators."""
+
+    def __init__(self, root: str | Path):
+        self.uri = str(root)
+        if is_remote(self.uri):
+            parsed = urlparse(self.uri)
+            if not parsed.netloc:
+                raise StorageError(f"{self.uri!r} has no bucket; expected s3://bucket/prefix")
+            self.fs = S3Settings.from_env().filesystem()
+            self.base = posixpath.join(parsed.netloc, parsed.path.strip("/")).rstrip("/")
+        else:
+            if "://" in self.uri:
+                raise StorageError(f"{self.uri!r}: unsupported storage; use a local folder or s3://bucket/prefix")
+            local = Path(self.uri).expanduser().resolve()
+            self.fs = pafs.LocalFileSystem()
+            self.base = local.as_posix()
+
+    def __repr__(self) -> str:
+        return f"Storage({self.uri!r})"
+
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.fs, pafs.S3FileSystem)
+
+    def path(self, *parts: str) -> str:
+        """The filesystem path (no scheme) of a relative path, as pyarrow and Ray Data take it."""
+        return posixpath.join(self.base, *parts) if parts else self.base
+
+    def uri_of(self, *parts: str) -> str:
+        """A full URI (``s3://bucket/...`` or an absolute local path) for tools that take URIs."""
+        path = self.path(*parts)
+        return f"s3://{path}" if self.remote else path
+
+    def _call(self, action: str, relative: str, function, *args):
+        try:
+            return function(*args)
+        except OSError as error:
+            message = str(error)
+            if self.remote and any(word in message for word in ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId",
+                                                                 "SignatureDoesNotMatch", "credentials", "403")):
+                raise StorageError(
+                    f"cannot {action} {self.uri_of(relative)}: access denied. Check the AWS credentials "
+                    "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance profile) "
+                    "and AWS_ENDPOINT_URL for an S3-compatible server") from None
+            raise
+
+    def exists(self, relative: str) -> bool:
+        info = self._call("read", relative, self.fs.get_file_info, self.path(relative))
+        return info.type != pafs.FileType.NotFound
+
+    def is_file(self, relative: str) -> bool:
+        info = self._call("read", relative, self.fs.get_file_info, self.path(relative))
+        return info.type == pafs.FileType.File
+
+    def read_bytes(self, relative: str) -> bytes:
+        def read():
+            with self.fs.open_input_stream(self.path(relative)) as stream:
+                return stream.readall()
+
+        return self._call("read", relative, read)
+
+    def read_text(self, relative: str) -> str:
+        return self.read_bytes(relative).decode("utf-8")
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        """Write a file atomically: readers see the old content or the whole new one, never a part.
+
+        Locally: a temporary file beside the target, then a rename. On S3 an object appears only when
+        its upload completes, so a direct upload is already atomic.
+        """
+        target = self.path(relative)
+
+        def write():
+            self.fs.create_dir(posixpath.dirname(target), recursive=True)
+            if self.remote:
+                with self.fs.open_output_stream(target) as stream:
+                    stream.write(data)
+                return
+            temporary = f"{target}.tmp-{uuid.uuid4().hex}"
+            try:
+                with open(temporary, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, target)
+            finally:
+                if os.path.exists(temporary):
+                    os.unlink(temporary)
+
+        self._call("write", relative, write)
+
+    def write_text(self, relative: str, text: str) -> None:
+        self.write_bytes(relative, text.encode("utf-8"))
+
+    def list(self, relative: str = "", recursive: bool = False) -> list[str]:
+        """Relative paths of the files under a folder (empty when it does not exist), sorted."""
+        selector = pafs.FileSelector(self.path(relative), recursive=recursive, allow_not_found=True)
+        infos = self._call("list", relative, self.fs.get_file_info, selector)
+        prefix = self.base + "/"
+        return sorted(info.path.removeprefix(prefix) for info in infos if info.type == pafs.FileType.File)
+
+    def list_dirs(self, relative: str = "") -> list[str]:
+        """Relative paths of the immediate sub-folders of a folder, sorted."""
+        selector = pafs.FileSelector(self.path(relative), recursive=False, allow_not_found=True)
+        infos = self._call("list", relative, self.fs.get_file_info, selector)
+        prefix = self.base + "/"
+        return sorted(info.path.removeprefix(prefix) for info in infos if info.type == pafs.FileType.Directory)
+
+    def delete(self, relative: str) -> None:
+        """Delete a file or a whole folder; nothing happens if it does not exist."""
+        info = self.fs.get_file_info(self.path(relative))
+        if info.type == pafs.FileType.Directory:
+            self._call("delete", relative, self.fs.delete_dir, self.path(relative))
+        elif info.type == pafs.FileType.File:
+            self._call("delete", relative, self.fs.delete_file, self.path(relative))

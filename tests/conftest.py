@@ -1,0 +1,73 @@
+"""Shared fixtures: the real images in ../shared/data (skipped only when absent) and a loopback S3 server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-value-xyz",
+           "AWS_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data: real photos and models. Absent in a checkout without it; then the test is skipped."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto) on loopback for the whole session; yields its endpoint URL."""
+    port = _free_port()
+    executable = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
+    process = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise RuntimeError("moto_server did not start")
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh bucket on the loopback server, with the AWS environment pointing at it; yields its name."""
+    for key, value in {**S3_KEYS, "AWS_ENDPOINT_URL": s3_server}.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"srfp-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    return bucket
+
+
+@pytest.fixture
+def boto3_client(s3_server):
+    """boto3 as a second, independent S3 client."""
+    return boto3.client("s3", endpoint_url=s3_server, **{k.lower(): v for k, v in S3_KEYS.items()
+                                                        if k != "AWS_REGION"}, region_name="us-east-1")

@@ -1,0 +1,34 @@
+"""The command line: plan prints the whole plan; user errors are one clear line and exit status 2."""
+
+import subprocess
+import sys
+
+from srfp.grid import main
+
+
+def test_plan_prints_models_counts_tasks_and_cost(capsys):
+    assert main(["plan", "--grid", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "108 models, 19 classifier tasks" in out
+    assert "EDSR-div2k-x2-L1-s1" in out and "RCAN-div2k-x4-ResNet_GAN-s3" in out
+    assert "arch     EDSR: 36, RCAN: 36, RDN: 36" in out
+    assert "seed     1: 72, 2: 18, 3: 18" in out
+    assert "parse-dataset-holdout-RCAN" in out and "48 / 24" in out
+    assert "108 trials x 24 GPU-h = 2592 GPU-hours" in out
+
+
+def test_only_selects_a_subset_of_models(capsys):
+    assert main(["plan", "--grid", "paper", "--only", "arch=RCAN,scale=4,seed=s1"]) == 0
+    out = capsys.readouterr().out
+    assert "12 models" in out and "EDSR-" not in out
+
+
+def test_user_errors_are_one_line_with_exit_status_2(capsys):
+    assert main(["plan", "--grid", "paper", "--only", "arch=VDSR"]) == 2
+    assert "arch=VDSR matches no model of the grid; values in the grid: EDSR, RCAN, RDN" in capsys.readouterr().err
+    assert main(["plan", "--grid", "missing.yaml"]) == 2
+
+
+def test_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "srfp.grid", "plan"], capture_output=True, text=True, check=True)
+    assert "grid smoke" in result.stdout

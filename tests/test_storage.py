@@ -1,0 +1,71 @@
+"""Storage roots: local folders and S3 (a real S3 protocol server on loopback), one interface."""
+
+import os
+
+import pyarrow.parquet as pq
+import pyarrow as pa
+import pytest
+
+from srfp.storage import Storage, StorageError
+
+
+def test_local_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
+    storage = Storage(tmp_path / "run")
+    storage.write_text("models/a.json", "{}")
+    storage.write_bytes("models/a.json", b'{"x": 1}')
+    assert storage.read_text("models/a.json") == '{"x": 1}'
+    assert os.listdir(tmp_path / "run" / "models") == ["a.json"]
+
+
+def test_a_failed_local_write_keeps_the_old_content(tmp_path, monkeypatch):
+    storage = Storage(tmp_path)
+    storage.write_text("state.txt", "old")
+
+    def broken_replace(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        storage.write_text("state.txt", "new")
+    assert storage.read_text("state.txt") == "old"
+    assert os.listdir(tmp_path) == ["state.txt"]
+
+
+def test_listing_exists_and_delete(tmp_path):
+    storage = Storage(tmp_path)
+    for path in ("sr/model_id=a/part-0.parquet", "sr/model_id=a/_SUCCESS", "sr/model_id=b/part-0.parquet"):
+        storage.write_bytes(path, b"x")
+    assert storage.list("sr", recursive=True) == ["sr/model_id=a/_SUCCESS", "sr/model_id=a/part-0.parquet",
+                                                  "sr/model_id=b/part-0.parquet"]
+    assert storage.list_dirs("sr") == ["sr/model_id=a", "sr/model_id=b"]
+    assert storage.list("missing") == []
+    assert storage.is_file("sr/model_id=a/_SUCCESS") and not storage.exists("sr/model_id=c")
+    storage.delete("sr/model_id=a")
+    assert storage.list_dirs("sr") == ["sr/model_id=b"]
+
+
+def test_unsupported_uris_are_rejected():
+    with pytest.raises(StorageError, match="use a local folder or s3://bucket/prefix"):
+        Storage("gs://bucket/run")
+    with pytest.raises(StorageError, match="has no bucket"):
+        Storage("s3:///run")
+
+
+def test_s3_root_reads_and_writes_through_the_endpoint_override(s3_bucket, boto3_client):
+    storage = Storage(f"s3://{s3_bucket}/runs/one")
+    storage.write_text("models/EDSR-div2k-x2-L1-s1.json", '{"arch": "EDSR"}')
+    assert storage.read_text("models/EDSR-div2k-x2-L1-s1.json") == '{"arch": "EDSR"}'
+    assert storage.list("models") == ["models/EDSR-div2k-x2-L1-s1.json"]
+    # boto3, a second client, sees the same object at the same key.
+    body = boto3_client.get_object(Bucket=s3_bucket, Key="runs/one/models/EDSR-div2k-x2-L1-s1.json")["Body"].read()
+    assert body == b'{"arch": "EDSR"}'
+    assert storage.uri_of("models") == f"s3://{s3_bucket}/runs/one/models"
+
+
+def test_parquet_written_through_s3_storage_reads_back_with_pyarrow(s3_bucket, boto3_client):
+    storage = Storage(f"s3://{s3_bucket}/run")
+    table = pa.table({"model_id": ["a", "b"], "psnr": [30.5, 31.0]})
+    pq.write_table(table, storage.path("sr/part-0.parquet"), filesystem=storage.fs)
+    assert pq.read_table(storage.path("sr/part-0.parquet"), filesystem=storage.fs).equals(table)
+    keys = [o["Key"] for o in boto3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert keys == ["run/sr/part-0.parquet"]
