@@ -31,12 +31,25 @@ def cmd_photos(args) -> None:
     build_photos(grid.photos, _root(args, grid))
 
 
+def cmd_train(args) -> None:
+    from srfp.cluster import connect  # Ray and torch load only for the stages that need them
+    from srfp.sisr.tuning import train_grid
+
+    grid = load_grid(args.grid)
+    plan = Plan.of(grid, args.only)
+    storage = _root(args, grid)
+    connect(args.address)
+    table = train_grid(grid, plan.models, storage)
+    print(f"validation PSNR (Y, dB) of {len(table)} trained models, also in {storage.uri_of('models/psnr.csv')}:")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+
+
 def cmd_data(args) -> None:
     download(args.only.split(","), Path(args.dest).expanduser(), args.mirror, args.keep_archives)
 
 
 #: The stages of ``run``, in order; each skips what storage says is complete.
-PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos))
+PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos), ("train", cmd_train))
 
 
 def cmd_run(args) -> None:
@@ -50,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
                                    description="Fingerprints of super-resolution networks, at cluster scale.")
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, function, help_text, grid=True, root=False):
+    def command(name, function, help_text, grid=True, root=False, ray=False):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(function=function)
         if grid:
@@ -61,11 +74,16 @@ def parser() -> argparse.ArgumentParser:
         if root:
             sub.add_argument("--root", default=None,
                              help="storage root: a folder or s3://bucket/prefix (default: srfp-runs/<grid name>)")
+        if ray:
+            sub.add_argument("--address", default=None,
+                             help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
         return sub
 
     command("plan", cmd_plan, "print every model, task and the rough cost of a grid")
     command("photos", cmd_photos, "build the photo set (Flickr1K) every model super-resolves", root=True)
-    command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True)
+    command("train", cmd_train, "train every model of the grid as Ray Tune trials, skipping finished ones",
+            root=True, ray=True)
+    command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True, ray=True)
     data = command("data", None, "get the training datasets", grid=False)
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = data_commands.add_parser("download", help="download DIV2K and Flickr2K and verify their checksums")

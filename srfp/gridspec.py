@@ -141,6 +141,8 @@ class TrainingSettings:
     lr_halve_every: int = 200_000
     checkpoint_every: int = 5_000
     adversarial: AdversarialSettings = field(default_factory=AdversarialSettings)
+    #: ImageNet weights for the VGG19 / ResNet-50 perceptual networks; false (random) only by explicit choice.
+    pretrained_perceptual: bool = True
     trial: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1, gpu_hours=24))
     max_concurrent_trials: int = 0
     max_failures: int = 3

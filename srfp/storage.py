@@ -122,11 +122,11 @@ class Storage:
         target = self.path(relative)
 
         def write():
-            self.fs.create_dir(posixpath.dirname(target), recursive=True)
-            if self.remote:
+            if self.remote:  # no directory markers: S3 folders exist through their objects
                 with self.fs.open_output_stream(target) as stream:
                     stream.write(data)
                 return
+            self.fs.create_dir(posixpath.dirname(target), recursive=True)
             temporary = f"{target}.tmp-{uuid.uuid4().hex}"
             try:
                 with open(temporary, "wb") as handle:

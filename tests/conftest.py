@@ -56,6 +56,20 @@ def s3_server():
     process.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def ray_local(s3_server, tmp_path_factory):
+    """A local Ray (2 CPUs) for the session, started with the loopback S3 settings in its environment."""
+    import ray
+
+    from srfp.cluster import connect
+
+    os.environ.update({**S3_KEYS, "AWS_ENDPOINT_URL": s3_server,
+                       "SRFP_CACHE": str(tmp_path_factory.mktemp("pair-cache"))})
+    connect(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def s3_bucket(s3_server, monkeypatch):
     """A fresh bucket on the loopback server, with the AWS environment pointing at it; yields its name."""
@@ -71,3 +85,15 @@ def boto3_client(s3_server):
     """boto3 as a second, independent S3 client."""
     return boto3.client("s3", endpoint_url=s3_server, **{k.lower(): v for k, v in S3_KEYS.items()
                                                         if k != "AWS_REGION"}, region_name="us-east-1")
+
+
+def smoke_grid(adversarial: dict | None = None, **training):
+    """The smoke grid with some training settings replaced (``iterations=6``, ``adversarial={...}``)."""
+    import dataclasses
+
+    from srfp.gridspec import load_grid
+
+    grid = load_grid("smoke")
+    if adversarial:
+        training["adversarial"] = dataclasses.replace(grid.training.adversarial, **adversarial)
+    return dataclasses.replace(grid, training=dataclasses.replace(grid.training, **training))

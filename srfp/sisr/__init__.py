@@ -1,0 +1,1 @@
+"""Single-image super-resolution: the architectures, their training data, training and tuning."""

@@ -1,0 +1,60 @@
+"""The SISR architectures of the study (EDSR, RDN, RCAN), built by name.
+
+Each model's state_dict keys and shapes are those of the official EDSR-PyTorch releases, so published
+checkpoints load with ``load_state_dict(..., strict=True)``. Models map N x 3 x h x w images in
+[0, rgb_range] to N x 3 x (h * scale) x (w * scale).
+"""
+
+import inspect
+from collections.abc import Mapping
+
+from torch import nn
+
+from srfp.sisr.archs.edsr import EDSR
+from srfp.sisr.archs.rcan import RCAN
+from srfp.sisr.archs.rdn import RDN
+
+#: Architecture name -> class; each constructor takes ``scale`` then keyword options.
+ARCHITECTURES: dict[str, type[nn.Module]] = {"EDSR": EDSR, "RDN": RDN, "RCAN": RCAN}
+SCALES = (2, 3, 4)
+
+#: The configurations of the published models (also the constructors' defaults).
+PUBLISHED: dict[str, dict] = {
+    "EDSR": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
+    "RDN": {"G0": 64, "D": 16, "C": 8, "G": 64},
+    "RCAN": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16},
+}
+
+#: Tiny configurations of the same layouts, for tests.
+TINY: dict[str, dict] = {
+    "EDSR": {"n_resblocks": 2, "n_feats": 16},
+    "RDN": {"G0": 16, "D": 2, "C": 2, "G": 8},
+    "RCAN": {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 16, "reduction": 4},
+}
+
+
+def create_model(arch: str, scale: int, **options) -> nn.Module:
+    """A freshly initialised ``arch`` model for ``scale``, built with the constructor options given.
+
+    Raises ValueError for an unknown arch, a scale outside 2, 3, 4, an option the constructor does
+    not take, or an option value that is not a positive number of the annotated type.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; allowed values: {', '.join(ARCHITECTURES)}")
+    if scale not in SCALES:
+        raise ValueError(f"{arch}: scale {scale!r} is not allowed; allowed values: {', '.join(map(str, SCALES))}")
+    model_class = ARCHITECTURES[arch]
+    _check_options(arch, inspect.signature(model_class).parameters, options)
+    return model_class(int(scale), **options)
+
+
+def _check_options(arch: str, parameters: Mapping[str, inspect.Parameter], options: dict) -> None:
+    """Every option names a constructor parameter (other than scale) and is a positive int or float."""
+    allowed = [name for name in parameters if name != "scale"]
+    for name, value in options.items():
+        if name not in allowed:
+            raise ValueError(f"{arch}: unknown option {name!r}; allowed options: {', '.join(allowed)}")
+        expected = parameters[name].annotation
+        types = (int, float) if expected is float else (expected,)
+        if isinstance(value, bool) or not isinstance(value, types) or value <= 0:
+            raise ValueError(f"{arch}: option {name}={value!r} is invalid; expected a positive {expected.__name__}")

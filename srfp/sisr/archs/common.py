@@ -1,0 +1,71 @@
+"""Building blocks shared by the SISR architectures.
+
+Module nesting follows EDSR-PyTorch's ``src/model/common.py`` so that state_dict keys and shapes are
+those of the published checkpoints.
+"""
+
+import torch
+from torch import nn
+
+#: DIV2K's mean RGB colour on a [0, 1] range, subtracted before and added after EDSR and RCAN (std 1).
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def default_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> nn.Conv2d:
+    """A stride-1 convolution that keeps the spatial size for odd kernels (padding kernel_size // 2)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+class MeanShift(nn.Conv2d):
+    """Frozen identity 1x1 convolution whose bias adds ``sign * rgb_range * RGB_MEAN`` to an RGB image."""
+
+    def __init__(self, rgb_range: float, sign: int):
+        super().__init__(3, 3, kernel_size=1)
+        with torch.no_grad():
+            self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            self.bias.copy_(sign * rgb_range * torch.tensor(RGB_MEAN))
+        self.requires_grad_(False)
+
+
+def mean_shifts(arch: str, rgb_range: float, n_colors: int) -> tuple[MeanShift, MeanShift]:
+    """The (sub_mean, add_mean) pair around a network; the mean is an RGB one, so n_colors must be 3."""
+    if n_colors != len(RGB_MEAN):
+        raise ValueError(f"{arch}: n_colors={n_colors!r} is not allowed; the mean shift needs n_colors=3")
+    return MeanShift(rgb_range, sign=-1), MeanShift(rgb_range, sign=1)
+
+
+class ResBlock(nn.Module):
+    """conv-ReLU-conv (``body.0``, ``body.2``) whose output, times ``res_scale``, is added to the input."""
+
+    def __init__(self, n_feats: int, kernel_size: int, res_scale: float = 1.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            default_conv(n_feats, n_feats, kernel_size),
+            nn.ReLU(inplace=True),
+            default_conv(n_feats, n_feats, kernel_size),
+        )
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) * self.res_scale
+
+
+def upsampling_layers(in_channels: int, channels: int, scale: int, kernel_size: int = 3) -> list[nn.Module]:
+    """Sub-pixel upsampling: per factor, a conv to ``factor**2 * channels`` then PixelShuffle(factor).
+
+    Scales 2 and 3 take one stage, scale 4 two stages of 2. The first conv reads ``in_channels``,
+    every stage outputs ``channels``.
+    """
+    factors = {2: [2], 3: [3], 4: [2, 2]}[scale]
+    layers: list[nn.Module] = []
+    for factor in factors:
+        layers += [default_conv(in_channels, factor**2 * channels, kernel_size), nn.PixelShuffle(factor)]
+        in_channels = channels
+    return layers
+
+
+class Upsampler(nn.Sequential):
+    """EDSR-PyTorch's upsampler: :func:`upsampling_layers` on ``n_feats`` channels with 3x3 convs."""
+
+    def __init__(self, scale: int, n_feats: int):
+        super().__init__(*upsampling_layers(n_feats, n_feats, scale))

@@ -1,0 +1,197 @@
+"""Train one SISR model, in plain PyTorch: the function a Ray Tune trial runs (see srfp.sisr.tuning).
+
+Outputs in the storage root: ``checkpoints/<model_id>.pt`` every ``checkpoint_every`` iterations (a
+restarted trial continues from it), then ``models/<model_id>.safetensors`` and, last, the completion
+record ``models/<model_id>.json`` (the spec, settings, validation PSNR, throughput). A model whose
+record exists is finished and never trained again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+from contextlib import nullcontext
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from srfp.datasets import training_images, validation_images
+from srfp.gridspec import GridSpec
+from srfp.images import psnr_y
+from srfp.sisr.archs import create_model
+from srfp.sisr.data import PairCache, PatchSampler, image_to_tensor, tensor_to_image
+from srfp.sisr.losses import SRLoss
+from srfp.spec import SISRSpec
+from srfp.storage import Storage
+
+
+def weights_path(model_id: str) -> str:
+    return f"models/{model_id}.safetensors"
+
+
+def record_path(model_id: str) -> str:
+    return f"models/{model_id}.json"
+
+
+def checkpoint_path(model_id: str) -> str:
+    return f"checkpoints/{model_id}.pt"
+
+
+def is_trained(storage: Storage, model_id: str) -> bool:
+    return storage.is_file(record_path(model_id))
+
+
+def choose_device(use_gpu: bool = True) -> torch.device:
+    """CUDA when asked for and present (Ray sets CUDA_VISIBLE_DEVICES per trial), else the CPU."""
+    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device):
+    """bfloat16 mixed precision on CUDA; plain float32 on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def build_model(spec: SISRSpec, grid: GridSpec) -> torch.nn.Module:
+    """The spec's architecture with the grid's constructor arguments, initialised from the spec's seed."""
+    torch.manual_seed(spec.seed)
+    return create_model(spec.arch, spec.scale, **grid.archs.get(spec.arch, {}))
+
+
+def load_trained(storage: Storage, model_id: str, grid: GridSpec) -> torch.nn.Module:
+    """A finished model, rebuilt from its spec and loaded from its safetensors weights (strict)."""
+    model = build_model(SISRSpec.from_id(model_id), grid)
+    model.load_state_dict(load_safetensors(storage.read_bytes(weights_path(model_id))), strict=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, pairs: PairCache, device: torch.device) -> float:
+    """Mean Y-PSNR (border = scale) of the model's 8-bit output on the validation images."""
+    model.eval()
+    values = []
+    for index in range(len(pairs)):
+        hr, lr = pairs.pair(index)
+        with autocast(device):
+            sr = model(image_to_tensor(lr).to(device))
+        values.append(psnr_y(np.asarray(hr), tensor_to_image(sr.float()), border=pairs.scale))
+    model.train()
+    return float(np.mean(values))
+
+
+@dataclasses.dataclass
+class _State:
+    """Everything a checkpoint holds; optimizers and schedulers are rebuilt, then loaded."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss: SRLoss
+    d_optimizer: torch.optim.Optimizer | None
+    iteration: int = 0
+    seconds: float = 0.0
+
+    def state_dict(self) -> dict:
+        state = {"iteration": self.iteration, "seconds": self.seconds, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.d_optimizer is not None:
+            state.update(discriminator=self.loss.discriminator.state_dict(), d_optimizer=self.d_optimizer.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration, self.seconds = int(state["iteration"]), float(state["seconds"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.d_optimizer is not None:
+            self.loss.discriminator.load_state_dict(state["discriminator"])
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+
+
+def _new_state(spec: SISRSpec, grid: GridSpec, device: torch.device, pretrained_perceptual: bool) -> _State:
+    settings, adversarial = grid.training, grid.training.adversarial
+    model = build_model(spec, grid).to(device)
+    torch.manual_seed(spec.seed)
+    loss = SRLoss(spec.loss, l1_weight=adversarial.l1_weight, perceptual_weight=adversarial.perceptual_weight,
+                  adversarial_weight=adversarial.adversarial_weight, patch_size=adversarial.patch_size,
+                  pretrained=pretrained_perceptual).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_halve_every, gamma=0.5)
+    d_optimizer = (torch.optim.Adam(loss.discriminator.parameters(), lr=adversarial.discriminator_lr, betas=(0.9, 0.999))
+                   if loss.adversarial else None)
+    return _State(model, optimizer, scheduler, loss, d_optimizer)
+
+
+def _step(state: _State, lr: torch.Tensor, hr: torch.Tensor, adversarial_phase: bool, device) -> dict[str, float]:
+    with autocast(device):
+        sr = state.model(lr)
+        terms = (state.loss.generator_terms(sr, hr) if adversarial_phase
+                 else {"l1": F.l1_loss(sr, hr), "total": F.l1_loss(sr, hr)})
+    state.optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    state.optimizer.step()
+    if adversarial_phase:
+        with autocast(device):
+            terms["discriminator"] = state.loss.discriminator_step_loss(sr, hr)
+        state.d_optimizer.zero_grad(set_to_none=True)
+        terms["discriminator"].backward()
+        state.d_optimizer.step()
+    state.scheduler.step()
+    return {f"loss_{name}": float(value.detach()) for name, value in terms.items()}
+
+
+def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callable[[dict], None] = lambda m: None,
+                device: torch.device | None = None, pretrained_perceptual: bool | None = None) -> dict:
+    """Train one model to ``grid.training.iterations``, resuming from its checkpoint; returns its record."""
+    settings = grid.training
+    device = device or choose_device()
+    pretrained = settings.pretrained_perceptual if pretrained_perceptual is None else pretrained_perceptual
+    state = _new_state(spec, grid, device, pretrained)
+    if storage.is_file(checkpoint_path(spec.model_id)):
+        state.load_state_dict(torch.load(io.BytesIO(storage.read_bytes(checkpoint_path(spec.model_id))),
+                                         map_location=device, weights_only=True))
+    resumed_from = state.iteration
+    patch = settings.adversarial.patch_size if spec.is_adversarial else settings.patch_size[spec.scale]
+    sampler = PatchSampler(PairCache(training_images(grid.data, spec.dataset), spec.scale), patch,
+                           settings.batch_size, spec.seed)
+    validation = PairCache(validation_images(grid.data), spec.scale)
+    metrics: dict = {}
+    window_start, window_iterations = time.perf_counter(), 0
+    state.model.train()
+    while state.iteration < settings.iterations:
+        lr, hr = (t.to(device, non_blocking=True) for t in sampler.batch(state.iteration))
+        adversarial_phase = spec.is_adversarial and state.iteration >= settings.adversarial.warmup_iterations
+        losses = _step(state, lr, hr, adversarial_phase, device)
+        state.iteration += 1
+        window_iterations += 1
+        if state.iteration % settings.checkpoint_every == 0 or state.iteration == settings.iterations:
+            elapsed = time.perf_counter() - window_start
+            state.seconds += elapsed
+            metrics = {"iteration": state.iteration, **losses, "val_psnr": validate(state.model, validation, device),
+                       "images_per_second": window_iterations * settings.batch_size / elapsed,
+                       "learning_rate": state.scheduler.get_last_lr()[0]}
+            buffer = io.BytesIO()
+            torch.save(state.state_dict(), buffer)
+            storage.write_bytes(checkpoint_path(spec.model_id), buffer.getvalue())
+            report(metrics)
+            window_start, window_iterations = time.perf_counter(), 0
+    if not metrics:  # the checkpoint was already at the last iteration
+        metrics = {"iteration": state.iteration, "val_psnr": validate(state.model, validation, device)}
+    return _finish(spec, grid, storage, state, metrics, resumed_from, device)
+
+
+def _finish(spec, grid, storage, state: _State, metrics: dict, resumed_from: int, device) -> dict:
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in state.model.state_dict().items()}
+    storage.write_bytes(weights_path(spec.model_id), save_safetensors(weights, metadata={"model_id": spec.model_id}))
+    record = {**spec.as_dict(), "arch_options": grid.archs.get(spec.arch, {}), "grid": grid.name,
+              "iterations": state.iteration, "val_psnr": metrics.get("val_psnr"),
+              "images_per_second": metrics.get("images_per_second"), "train_seconds": round(state.seconds, 3),
+              "resumed_from_iteration": resumed_from, "device": device.type}
+    storage.write_text(record_path(spec.model_id), json.dumps(record, indent=2))
+    storage.delete(checkpoint_path(spec.model_id))
+    return record
