@@ -63,8 +63,9 @@ class Storage:
             if "://" in self.uri:
                 raise StorageError(f"{self.uri!r}: unsupported storage; use a local folder or s3://bucket/prefix")
             local = Path(self.uri).expanduser().resolve()
+            self.uri = local.as_posix()  # absolute: Ray workers run in other working directories
             self.fs = pafs.LocalFileSystem()
-            self.base = local.as_posix()
+            self.base = self.uri
 
     def __repr__(self) -> str:
         return f"Storage({self.uri!r})"

@@ -1,5 +1,6 @@
 """The command line: plan prints the whole plan; user errors are one clear line and exit status 2."""
 
+import os
 import subprocess
 import sys
 
@@ -32,3 +33,18 @@ def test_user_errors_are_one_line_with_exit_status_2(capsys):
 def test_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "srfp.grid", "plan"], capture_output=True, text=True, check=True)
     assert "grid smoke" in result.stdout
+
+
+def test_run_goes_through_every_stage_into_a_relative_root(tmp_path):
+    env = {**os.environ, "SRFP_CACHE": str(tmp_path / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    result = subprocess.run([sys.executable, "-m", "srfp.grid", "run", "--root", "relative/run",
+                             "--only", "arch=EDSR,dataset=div2k,loss=L1,scale=2"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stages = [line for line in result.stdout.splitlines() if line.startswith("== ")]
+    assert stages == ["== plan", "== photos", "== train"]
+    root = tmp_path / "relative" / "run"
+    assert (root / "photos" / "manifest.parquet").is_file()
+    assert (root / "models" / "EDSR-div2k-x2-L1-s1.safetensors").is_file()
+    assert "EDSR-div2k-x2-L1-s1" in (root / "models" / "psnr.csv").read_text()

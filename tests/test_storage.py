@@ -31,6 +31,12 @@ def test_a_failed_local_write_keeps_the_old_content(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["state.txt"]
 
 
+def test_a_relative_root_is_made_absolute_for_workers_in_other_directories(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = Storage("runs/smoke")
+    assert storage.uri == (tmp_path / "runs" / "smoke").as_posix()
+
+
 def test_listing_exists_and_delete(tmp_path):
     storage = Storage(tmp_path)
     for path in ("sr/model_id=a/part-0.parquet", "sr/model_id=a/_SUCCESS", "sr/model_id=b/part-0.parquet"):
