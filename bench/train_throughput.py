@@ -2,7 +2,9 @@
 
 Both train the same model with the same batches (srfp's patch sampler) and the same optimiser; the
 trial's figure is its pure training time (srfp records it, excluding validation and checkpoints), the
-baseline's a bare ``for`` loop. Prints images per second of both and their ratio (target: >= 0.9).
+baseline's a bare ``for`` loop in the driver. Ray is started first, so both run beside the same Ray
+processes, and the two alternate ``--repeats`` times. Prints images per second (median) of both and
+their ratio (target: >= 0.9).
 
     python bench/train_throughput.py --grid smoke --model-id EDSR-div2k-x2-L1-s1 --iterations 300
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import tempfile
 import time
 
@@ -48,11 +51,21 @@ def plain_loop(spec: SISRSpec, grid, iterations: int, device: torch.device) -> f
     return iterations * settings.batch_size / (time.perf_counter() - start)
 
 
+def tune_trial(spec: SISRSpec, grid) -> float:
+    """Images per second of the same training run as a Ray Tune trial, from its recorded training time."""
+    with tempfile.TemporaryDirectory() as folder:
+        storage = Storage(folder)
+        train_grid(grid, [spec], storage, log=lambda *_: None)
+        record = json.loads(storage.read_text(record_path(spec.model_id)))
+    return record["iterations"] * grid.training.batch_size / record["train_seconds"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grid", default="smoke")
     parser.add_argument("--model-id", default="EDSR-div2k-x2-L1-s1")
     parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     grid = load_grid(args.grid)
     spec = SISRSpec.from_id(args.model_id)
@@ -62,17 +75,16 @@ def main() -> None:
         grid.training, iterations=args.iterations, checkpoint_every=args.iterations, max_concurrent_trials=1))
     device = choose_device(grid.training.trial.gpus > 0)
     torch.set_num_threads(max(1, int(grid.training.trial.cpus)))
-    baseline = plain_loop(spec, grid, args.iterations, device)
     connect()
-    with tempfile.TemporaryDirectory() as folder:
-        storage = Storage(folder)
-        train_grid(grid, [spec], storage, log=lambda *_: None)
-        record = json.loads(storage.read_text(record_path(spec.model_id)))
-    trial = record["iterations"] * grid.training.batch_size / record["train_seconds"]
+    baselines, trials = [], []
+    for _ in range(args.repeats):
+        baselines.append(plain_loop(spec, grid, args.iterations, device))
+        trials.append(tune_trial(spec, grid))
+    baseline, trial = statistics.median(baselines), statistics.median(trials)
     print(f"model {spec.model_id}, batch {grid.training.batch_size}, {args.iterations} iterations, device {device}, "
           f"{torch.get_num_threads()} threads")
-    print(f"plain PyTorch loop : {baseline:10.1f} images/s")
-    print(f"Ray Tune trial     : {trial:10.1f} images/s")
+    print(f"plain PyTorch loop : {baseline:10.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in baselines)})")
+    print(f"Ray Tune trial     : {trial:10.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in trials)})")
     print(f"ratio trial/plain  : {trial / baseline:10.3f}   (target >= 0.9)")
 
 

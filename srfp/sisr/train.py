@@ -127,11 +127,15 @@ def _new_state(spec: SISRSpec, grid: GridSpec, device: torch.device, pretrained_
     return _State(model, optimizer, scheduler, loss, d_optimizer)
 
 
-def _step(state: _State, lr: torch.Tensor, hr: torch.Tensor, adversarial_phase: bool, device) -> dict[str, float]:
+def _step(state: _State, lr: torch.Tensor, hr: torch.Tensor, adversarial_phase: bool, device) -> dict[str, torch.Tensor]:
+    """One optimisation step; returns the loss terms as tensors (read them only when reporting)."""
     with autocast(device):
         sr = state.model(lr)
-        terms = (state.loss.generator_terms(sr, hr) if adversarial_phase
-                 else {"l1": F.l1_loss(sr, hr), "total": F.l1_loss(sr, hr)})
+        if adversarial_phase:
+            terms = state.loss.generator_terms(sr, hr)
+        else:
+            l1 = F.l1_loss(sr, hr)
+            terms = {"l1": l1, "total": l1}
     state.optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
     state.optimizer.step()
@@ -142,7 +146,7 @@ def _step(state: _State, lr: torch.Tensor, hr: torch.Tensor, adversarial_phase: 
         terms["discriminator"].backward()
         state.d_optimizer.step()
     state.scheduler.step()
-    return {f"loss_{name}": float(value.detach()) for name, value in terms.items()}
+    return terms
 
 
 def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callable[[dict], None] = lambda m: None,
@@ -172,7 +176,9 @@ def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callab
         if state.iteration % settings.checkpoint_every == 0 or state.iteration == settings.iterations:
             elapsed = time.perf_counter() - window_start
             state.seconds += elapsed
-            metrics = {"iteration": state.iteration, **losses, "val_psnr": validate(state.model, validation, device),
+            metrics = {"iteration": state.iteration,
+                       **{f"loss_{name}": float(value.detach()) for name, value in losses.items()},
+                       "val_psnr": validate(state.model, validation, device),
                        "images_per_second": window_iterations * settings.batch_size / elapsed,
                        "learning_rate": state.scheduler.get_last_lr()[0]}
             buffer = io.BytesIO()
