@@ -81,8 +81,11 @@ def parser() -> argparse.ArgumentParser:
 
     command("plan", cmd_plan, "print every model, task and the rough cost of a grid")
     command("photos", cmd_photos, "build the photo set (Flickr1K) every model super-resolves", root=True)
-    command("train", cmd_train, "train every model of the grid as Ray Tune trials, skipping finished ones",
-            root=True, ray=True)
+    train = command("train", cmd_train, "train every model of the grid as Ray Tune trials, skipping finished ones",
+                    root=True, ray=True)
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run; always done: finished models are skipped and "
+                            "unfinished ones continue from their checkpoints")
     command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True, ray=True)
     data = command("data", None, "get the training datasets", grid=False)
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

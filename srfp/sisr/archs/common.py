@@ -69,3 +69,21 @@ class Upsampler(nn.Sequential):
 
     def __init__(self, scale: int, n_feats: int):
         super().__init__(*upsampling_layers(n_feats, n_feats, scale))
+
+
+class ResidualSRNet(nn.Module):
+    """The layout EDSR and RCAN share: mean shift, head conv, body blocks + conv with a global skip,
+    upsampler and output conv, mean shift back (keys ``sub_mean``, ``add_mean``, ``head.0``, ``body.*``,
+    ``tail.0.{k}``, ``tail.1``). Input and output are images in [0, rgb_range]."""
+
+    def __init__(self, arch: str, scale: int, n_feats: int, blocks: list[nn.Module], rgb_range: float,
+                 n_colors: int):
+        super().__init__()
+        self.sub_mean, self.add_mean = mean_shifts(arch, rgb_range, n_colors)
+        self.head = nn.Sequential(default_conv(n_colors, n_feats, 3))
+        self.body = nn.Sequential(*blocks, default_conv(n_feats, n_feats, 3))
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.sub_mean(x))
+        return self.add_mean(self.tail(x + self.body(x)))

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from srfp.sisr.archs.common import ResBlock, Upsampler, default_conv, mean_shifts
+from srfp.sisr.archs.common import ResBlock, ResidualSRNet, default_conv
 
 
 class ChannelAttention(nn.Module):
@@ -48,7 +48,7 @@ class ResidualGroup(nn.Module):
         return x + self.body(x)
 
 
-class RCAN(nn.Module):
+class RCAN(ResidualSRNet):
     """EDSR's layout with ``n_resgroups`` residual groups of RCABs in the body.
 
     Keys as EDSR-PyTorch: ``sub_mean``, ``add_mean``, ``head.0``, ``body.{g}.body.{b}.body.{0,2}``,
@@ -58,17 +58,7 @@ class RCAN(nn.Module):
 
     def __init__(self, scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64,
                  reduction: int = 16, res_scale: float = 1.0, rgb_range: float = 255, n_colors: int = 3):
-        super().__init__()
         if reduction > n_feats:
             raise ValueError(f"RCAN: reduction={reduction} is not allowed; it must be at most n_feats={n_feats}")
-        self.sub_mean, self.add_mean = mean_shifts("RCAN", rgb_range, n_colors)
-        self.head = nn.Sequential(default_conv(n_colors, n_feats, 3))
-        self.body = nn.Sequential(
-            *(ResidualGroup(n_feats, reduction, res_scale, n_resblocks) for _ in range(n_resgroups)),
-            default_conv(n_feats, n_feats, 3),
-        )
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.sub_mean(x))
-        return self.add_mean(self.tail(x + self.body(x)))
+        groups = [ResidualGroup(n_feats, reduction, res_scale, n_resblocks) for _ in range(n_resgroups)]
+        super().__init__("RCAN", scale, n_feats, groups, rgb_range, n_colors)
