@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from srfp.errors import UserError
 from srfp.gridspec import DataSettings, TrainingSource
 from srfp.images import decode_image
 from srfp.storage import Storage
@@ -29,7 +30,7 @@ from srfp.storage import Storage
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A training dataset or photo folder that is missing or incomplete; the message says how to get it."""
 
 

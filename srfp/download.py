@@ -17,8 +17,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from srfp.errors import UserError
 
-class DownloadError(RuntimeError):
+
+class DownloadError(UserError, RuntimeError):
     """A download that failed or did not verify; the message says what to do."""
 
 

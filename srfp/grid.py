@@ -6,16 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from srfp.datasets import DatasetError
-from srfp.download import DATASETS, DownloadError, download
-from srfp.gridspec import GridError, load_grid
+from srfp.download import DATASETS, download
+from srfp.errors import UserError
+from srfp.gridspec import load_grid
 from srfp.photos import build_photos
-from srfp.plan import Plan, SelectionError
-from srfp.storage import Storage, StorageError
-from srfp.tasks import HoldoutError
-
-#: Errors that are the user's to fix: printed as one line, exit status 2, no traceback.
-USER_ERRORS = (GridError, HoldoutError, SelectionError, DatasetError, StorageError, DownloadError)
+from srfp.plan import Plan
+from srfp.storage import Storage
 
 
 def _root(args, grid) -> Storage:
@@ -44,12 +40,41 @@ def cmd_train(args) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
+def cmd_superresolve(args) -> None:
+    from srfp.cluster import connect
+    from srfp.superres.pipeline import superresolve_grid
+
+    grid = load_grid(args.grid)
+    connect(args.address)
+    superresolve_grid(grid, Plan.of(grid, args.only).models, _root(args, grid))
+
+
+def cmd_ingest(args) -> None:
+    from srfp.superres.ingest import IngestError, ingest
+
+    grid = load_grid(args.grid)
+    report = ingest(args.folder, _root(args, grid))
+    for path, reason in report.problems:
+        print(f"problem: {path}: {reason}")
+    print(f"ingest: {len(report.ingested)} models ingested, {len(report.already_complete)} already complete, "
+          f"{len(report.problems)} problems")
+    if report.problems:
+        raise IngestError(args.folder, f"{len(report.problems)} problems, listed above")
+
+
+def cmd_status(args) -> None:
+    from srfp.status import render_status
+
+    grid = load_grid(args.grid)
+    print(render_status(Plan.of(grid, args.only), _root(args, grid)))
+
+
 def cmd_data(args) -> None:
     download(args.only.split(","), Path(args.dest).expanduser(), args.mirror, args.keep_archives)
 
 
 #: The stages of ``run``, in order; each skips what storage says is complete.
-PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos), ("train", cmd_train))
+PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos), ("train", cmd_train), ("superresolve", cmd_superresolve))
 
 
 def cmd_run(args) -> None:
@@ -86,6 +111,12 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted run; always done: finished models are skipped and "
                             "unfinished ones continue from their checkpoints")
+    command("superresolve", cmd_superresolve, "super-resolve the photo set with every trained model (Ray Data)",
+            root=True, ray=True)
+    ingest = command("ingest", cmd_ingest, "import images super-resolved elsewhere, one folder per model",
+                     root=True)
+    ingest.add_argument("folder", help="folder with one subfolder per model, each with a model.yaml")
+    command("status", cmd_status, "show what every stage has finished, from storage alone", root=True)
     command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True, ray=True)
     data = command("data", None, "get the training datasets", grid=False)
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -102,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.function(args)
-    except USER_ERRORS as error:
+    except UserError as error:  # the user's to fix: one line, exit status 2, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from srfp.errors import UserError
 from srfp.schema import SchemaError, build, choices
 from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, TARGETS, SISRSpec
 
 
-class GridError(ValueError):
+class GridError(UserError, ValueError):
     """An invalid grid file."""
 
 
@@ -157,6 +158,7 @@ class SuperresSettings:
     actors: int = 0
     tile_size: int = 0
     tile_overlap: int = 16
+    rows_per_file: int = 100
 
 
 @dataclass(frozen=True)

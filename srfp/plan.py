@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from srfp.errors import UserError
 from srfp.gridspec import GridSpec
 from srfp.spec import ATTRIBUTES, SISRSpec
 from srfp.tasks import Task, parse_holdout, tasks_of
 
 
-class SelectionError(ValueError):
+class SelectionError(UserError, ValueError):
     """An ``--only`` selection that names an unknown attribute or value."""
 
 

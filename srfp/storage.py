@@ -17,8 +17,10 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from srfp.errors import UserError
 
-class StorageError(RuntimeError):
+
+class StorageError(UserError, RuntimeError):
     """A storage root that cannot be used; the message says what to set. It never contains secrets."""
 
 

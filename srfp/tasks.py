@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from srfp.errors import UserError
 from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, SISRSpec
 
 #: Other spellings users (and the paper) use for loss values.
 LOSS_ALIASES = {"vgg+adv": "VGG_GAN", "resnet+adv": "ResNet_GAN"}
 
 
-class HoldoutError(ValueError):
+class HoldoutError(UserError, ValueError):
     """An unknown holdout value, or a holdout that does not fit a task."""
 
 

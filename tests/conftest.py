@@ -97,3 +97,16 @@ def smoke_grid(adversarial: dict | None = None, **training):
     if adversarial:
         training["adversarial"] = dataclasses.replace(grid.training.adversarial, **adversarial)
     return dataclasses.replace(grid, training=dataclasses.replace(grid.training, **training))
+
+
+def trained_root(tmp_path, grid, specs):
+    """A storage root with the photo set built and the given models trained (plain PyTorch, no Ray)."""
+    from srfp.photos import build_photos
+    from srfp.sisr.train import train_model
+    from srfp.storage import Storage
+
+    storage = Storage(tmp_path / "run")
+    build_photos(grid.photos, storage, log=lambda *_: None)
+    for spec in specs:
+        train_model(spec, grid, storage)
+    return storage

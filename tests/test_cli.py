@@ -43,8 +43,9 @@ def test_run_goes_through_every_stage_into_a_relative_root(tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     stages = [line for line in result.stdout.splitlines() if line.startswith("== ")]
-    assert stages == ["== plan", "== photos", "== train"]
+    assert stages == ["== plan", "== photos", "== train", "== superresolve"]
     root = tmp_path / "relative" / "run"
     assert (root / "photos" / "manifest.parquet").is_file()
     assert (root / "models" / "EDSR-div2k-x2-L1-s1.safetensors").is_file()
     assert "EDSR-div2k-x2-L1-s1" in (root / "models" / "psnr.csv").read_text()
+    assert (root / "sr" / "model_id=EDSR-div2k-x2-L1-s1" / "_SUCCESS").is_file()

@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srfp.images import (ImageDecodeError, crop_to_multiple, decode_image, downscale, encode_png, fit_long_side,
-                         imresize, psnr_y, read_image)
+from srfp.images import (
+    ImageDecodeError,
+    crop_to_multiple,
+    decode_image,
+    downscale,
+    encode_png,
+    fit_long_side,
+    imresize,
+    psnr_y,
+    read_image,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SET5 = ("baby", "bird", "butterfly", "head", "woman")

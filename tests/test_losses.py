@@ -8,8 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from srfp.sisr.losses import (PerceptualLoss, SRLoss, VGGDiscriminator, WeightsUnavailableError,
-                              discriminator_loss, generator_loss)
+from srfp.sisr.losses import (
+    PerceptualLoss,
+    SRLoss,
+    VGGDiscriminator,
+    WeightsUnavailableError,
+    discriminator_loss,
+    generator_loss,
+)
 
 
 def _images(seed: int, size: int = 32, batch: int = 2) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The package as installed: every Python package and data file of srfp is declared in pyproject.toml."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

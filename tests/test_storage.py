@@ -2,8 +2,8 @@
 
 import os
 
-import pyarrow.parquet as pq
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from srfp.storage import Storage, StorageError

@@ -19,6 +19,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models import ResNet50_Weights, VGG19_Weights, WeightsEnum
 
+from srfp.errors import UserError
 from srfp.spec import LOSSES
 
 PERCEPTUAL_NETWORKS = ("vgg19", "resnet50")
@@ -26,7 +27,7 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """Pretrained ImageNet weights are neither in the torch hub checkpoints folder nor downloadable."""
 
 

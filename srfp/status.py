@@ -1,0 +1,28 @@
+"""What each stage has finished, read from the storage root alone (no Ray, no running job needed)."""
+
+from __future__ import annotations
+
+from srfp.photos import MANIFEST
+from srfp.plan import Plan
+from srfp.sisr.train import checkpoint_path, is_trained
+from srfp.storage import Storage
+from srfp.superres.shards import shard_status
+
+
+def render_status(plan: Plan, storage: Storage) -> str:
+    lines = [f"status of {storage.uri} (grid {plan.grid.name}, {len(plan.models)} models)",
+             f"photos        {'built' if storage.is_file(MANIFEST) else 'missing: run `photos`'}"]
+    trained = superresolved = 0
+    rows = []
+    for spec in plan.models:
+        model_id = spec.model_id
+        training = ("trained" if is_trained(storage, model_id)
+                    else "training (checkpoint)" if storage.is_file(checkpoint_path(model_id)) else "not trained")
+        shard = shard_status(storage, model_id)
+        trained += training == "trained"
+        superresolved += shard.state == "complete"
+        rows.append(f"  {model_id:<36} {training:<22} superres: {shard.state}"
+                    + (f" ({shard.rows} images)" if shard.state == "complete" else ""))
+    lines.append(f"train         {trained} of {len(plan.models)} models trained")
+    lines.append(f"superresolve  {superresolved} of {len(plan.models)} shards complete")
+    return "\n".join(lines + ["", "models:"] + rows)

@@ -1,0 +1,104 @@
+"""The super-resolved dataset's contract: one folder of Parquet files per model, complete once marked.
+
+``<root>/sr/model_id=<id>/part-*.parquet`` holds one row per photo (the columns of :data:`SCHEMA`);
+``<root>/sr/model_id=<id>/_SUCCESS`` is written last and records the row count. A folder without the
+marker is partial: it is deleted and redone, so the finished dataset has exactly one row per
+(model, photo), no duplicates and no partial shards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from srfp.images import encode_png, psnr_y
+from srfp.storage import Storage
+
+SCHEMA = pa.schema([
+    ("model_id", pa.string()), ("source", pa.string()), ("arch", pa.string()), ("dataset", pa.string()),
+    ("scale", pa.int32()), ("loss", pa.string()), ("seed", pa.int32()), ("image_id", pa.string()),
+    ("tag", pa.string()), ("split", pa.string()), ("png", pa.binary()), ("height", pa.int32()),
+    ("width", pa.int32()), ("psnr", pa.float64()),
+])
+MARKER = "_SUCCESS"
+
+
+def shard_folder(model_id: str) -> str:
+    return f"sr/model_id={model_id}"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the rows say about the model that made them."""
+
+    model_id: str
+    source: str
+    arch: str
+    dataset: str
+    scale: int
+    loss: str
+    seed: int | None
+
+    @classmethod
+    def of_spec(cls, spec) -> "ModelInfo":
+        return cls(spec.model_id, "custom", spec.arch, spec.dataset, spec.scale, spec.loss, spec.seed)
+
+
+def make_row(model: ModelInfo, photo: dict, hr: np.ndarray, sr: np.ndarray) -> dict:
+    """One dataset row: the SR image as lossless PNG and its Y-PSNR against the (cropped) photo."""
+    if hr.shape != sr.shape:
+        raise ValueError(f"{model.model_id} / {photo['image_id']}: super-resolved image is "
+                         f"{sr.shape[1]}x{sr.shape[0]}, expected {hr.shape[1]}x{hr.shape[0]}")
+    return {"model_id": model.model_id, "source": model.source, "arch": model.arch, "dataset": model.dataset,
+            "scale": model.scale, "loss": model.loss, "seed": model.seed, "image_id": photo["image_id"],
+            "tag": photo["tag"], "split": photo["split"], "png": encode_png(sr), "height": sr.shape[0],
+            "width": sr.shape[1], "psnr": psnr_y(hr, sr, border=model.scale)}
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    model_id: str
+    state: str  # complete | partial | missing
+    rows: int
+
+
+def shard_status(storage: Storage, model_id: str) -> ShardStatus:
+    """Whether a model's shard is complete, from storage alone."""
+    folder = shard_folder(model_id)
+    if storage.is_file(f"{folder}/{MARKER}"):
+        return ShardStatus(model_id, "complete", json.loads(storage.read_text(f"{folder}/{MARKER}"))["rows"])
+    files = storage.list(folder)
+    return ShardStatus(model_id, "partial" if files else "missing", 0)
+
+
+def mark_complete(storage: Storage, model_id: str, expected_rows: int) -> int:
+    """Check the shard has exactly one row per expected photo, then write its marker; returns the row count."""
+    folder = shard_folder(model_id)
+    table = read_shard(storage, model_id, columns=["image_id"])
+    ids = table.column("image_id").to_pylist()
+    if len(ids) != expected_rows or len(set(ids)) != len(ids):
+        raise RuntimeError(f"{storage.uri_of(folder)}: {len(ids)} rows ({len(set(ids))} distinct photos), "
+                           f"expected {expected_rows}; the shard is left unmarked and will be redone")
+    storage.write_text(f"{folder}/{MARKER}", json.dumps({"rows": len(ids)}))
+    return len(ids)
+
+
+def read_shard(storage: Storage, model_id: str, columns: list[str] | None = None) -> pa.Table:
+    """Every row of a model's shard (its Parquet parts, in name order)."""
+    parts = [p for p in storage.list(shard_folder(model_id)) if p.endswith(".parquet")]
+    tables = [pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=columns) for p in parts]
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table().select(columns or SCHEMA.names)
+
+
+def write_shard(storage: Storage, model_id: str, rows: list[dict]) -> None:
+    """Write a whole shard in one Parquet file, then its marker (for shards made outside Ray Data)."""
+    storage.delete(shard_folder(model_id))
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
+    storage.write_bytes(f"{shard_folder(model_id)}/part-00000.parquet", sink.getvalue())
+    mark_complete(storage, model_id, len(rows))
