@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -110,3 +111,44 @@ def trained_root(tmp_path, grid, specs):
     for spec in specs:
         train_model(spec, grid, storage)
     return storage
+
+
+def start_cli(arguments: list[str], tmp_path: Path) -> subprocess.Popen:
+    """``python -m srfp.grid ARGUMENTS`` in its own process group (so a test can kill all it started)."""
+    env = {**os.environ, "SRFP_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    log = open(tmp_path / f"cli-{time.monotonic_ns()}.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "srfp.grid", *arguments], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(condition, timeout=240, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, command line) of every process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                table[int(entry.name)] = (int(fields[1]), int(fields[2]), command)
+            except (OSError, ValueError):
+                continue
+    return table
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a CLI process and everything it started (its local Ray), and wait until all are gone."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    wait_for(lambda: not any(group == process.pid for _, group, _ in processes().values()), timeout=60,
+             what="the killed process group to end")

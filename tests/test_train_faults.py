@@ -3,13 +3,11 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
 
+from conftest import kill_group, processes, start_cli, wait_for
 from srfp.gridspec import resolve_grid_path
 from srfp.sisr.train import checkpoint_path, record_path, weights_path
 from srfp.storage import Storage
@@ -20,49 +18,22 @@ SELECTION = "arch=EDSR,dataset=div2k,loss=L1"
 def _grid_file(tmp_path: Path) -> Path:
     """The smoke grid, trained long enough to be interrupted, one trial at a time."""
     grid = yaml.safe_load(resolve_grid_path("smoke").read_text())
-    grid["training"].update(iterations=1500, checkpoint_every=50, max_concurrent_trials=1, max_failures=2)
+    grid["training"].update(iterations=1500, checkpoint_every=50, batch_size=4, patch_size={2: 32, 4: 64},
+                            max_concurrent_trials=1, max_failures=2)
     path = tmp_path / "faults.yaml"
     path.write_text(yaml.safe_dump(grid))
     return path
 
 
-def _train(grid: Path, root: Path, only: str, tmp_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "SRFP_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    log = open(tmp_path / f"driver-{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "srfp.grid", "train", "--grid", str(grid), "--root", str(root),
-                             "--only", only], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def _train(grid: Path, root: Path, only: str, tmp_path: Path):
+    return start_cli(["train", "--grid", str(grid), "--root", str(root), "--only", only], tmp_path)
 
 
-def _wait_for(condition, timeout=240, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _processes() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, process group, command line) of every process, from /proc."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                table[int(entry.name)] = (int(fields[1]), int(fields[2]), command)
-            except (OSError, ValueError):
-                continue
-    return table
-
-
-def _trial_workers(driver: subprocess.Popen) -> list[int]:
+def _trial_workers(driver) -> list[int]:
     """The Tune trial processes of the Ray cluster that this driver started (its raylet's children)."""
-    processes = _processes()
-    raylets = {pid for pid, (_, group, command) in processes.items() if group == driver.pid and "raylet" in command}
-    return [pid for pid, (parent, _, command) in processes.items()
+    table = processes()
+    raylets = {pid for pid, (_, group, command) in table.items() if group == driver.pid and "raylet" in command}
+    return [pid for pid, (parent, _, command) in table.items()
             if parent in raylets and command.startswith("ray::ImplicitFunc")]
 
 
@@ -74,7 +45,7 @@ def test_a_killed_trial_worker_is_retried_and_continues_from_its_checkpoint(tmp_
     root, model_id = tmp_path / "run", "EDSR-div2k-x2-L1-s1"
     driver = _train(_grid_file(tmp_path), root, SELECTION + ",scale=2", tmp_path)
     storage = Storage(root)
-    _wait_for(lambda: storage.is_file(checkpoint_path(model_id)), what="a first checkpoint")
+    wait_for(lambda: storage.is_file(checkpoint_path(model_id)), what="a first checkpoint")
     workers = _trial_workers(driver)
     assert len(workers) == 1
     os.kill(workers[0], signal.SIGKILL)
@@ -88,12 +59,9 @@ def test_a_killed_driver_is_rerun_without_retraining_finished_models(tmp_path):
     first, second = "EDSR-div2k-x2-L1-s1", "EDSR-div2k-x4-L1-s1"
     storage = Storage(root)
     driver = _train(grid, root, SELECTION, tmp_path)
-    _wait_for(lambda: storage.is_file(record_path(first)) and storage.is_file(checkpoint_path(second)),
+    wait_for(lambda: storage.is_file(record_path(first)) and storage.is_file(checkpoint_path(second)),
               what="one finished model and a checkpoint of the other")
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    _wait_for(lambda: not any(group == driver.pid for _, group, _ in _processes().values()), timeout=60,
-              what="the killed driver's Ray processes to end")
+    kill_group(driver)
     finished = {path: (storage.read_bytes(path), os.stat(root / path).st_mtime_ns)
                 for path in (weights_path(first), record_path(first))}
     rerun = _train(grid, root, SELECTION, tmp_path)
