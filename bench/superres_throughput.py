@@ -105,7 +105,7 @@ def main() -> None:
         torch.set_num_threads(cores)
         device = choose_device(grid.superres.actor.gpus > 0)
         start = time.perf_counter()
-        model = load_trained(storage, spec.model_id, grid).to(device)
+        model = load_trained(storage, spec.model_id).to(device)
         info = ModelInfo.of_spec(spec)
         rows = []
         for photo in photos:

@@ -9,9 +9,11 @@ and skipped on a rerun; ``--mirror`` fetches the same file names from another ba
 from __future__ import annotations
 
 import hashlib
+import http.client
 import shutil
 import tarfile
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -73,22 +75,30 @@ def fetch(url: str, target: Path, log=print, chunk: int = 1 << 20) -> None:
     have = partial.stat().st_size if partial.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            if have and response.status != 206:
-                have = 0  # the server ignored the range: start over
-            total = have + int(response.headers.get("Content-Length") or 0)
-            with open(partial, "ab" if have else "wb") as out:
-                done, last = have, 0.0
-                while block := response.read(chunk):
-                    out.write(block)
-                    done += len(block)
-                    if time.monotonic() - last > 5:
-                        last = time.monotonic()
-                        log(f"  {target.name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
-    except OSError as error:
+        _stream(request, partial, have, target.name, log, chunk)
+    except urllib.error.HTTPError as error:
+        if not (error.code == 416 and have):  # 416 on a resume: the part file is already whole
+            raise DownloadError(f"cannot download {url}: {error}") from None
+    except (OSError, http.client.HTTPException) as error:
         raise DownloadError(f"cannot download {url}: {error}. Rerun to resume, or fetch the file yourself "
                             f"and put it at {target}") from None
     partial.replace(target)
+
+
+def _stream(request, partial: Path, have: int, name: str, log, chunk: int) -> None:
+    """Append the response to ``partial`` (or start it anew when the server ignores the range)."""
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if have and response.status != 206:
+            have = 0
+        total = have + int(response.headers.get("Content-Length") or 0)
+        with open(partial, "ab" if have else "wb") as out:
+            done, last = have, 0.0
+            while block := response.read(chunk):
+                out.write(block)
+                done += len(block)
+                if time.monotonic() - last > 5:
+                    last = time.monotonic()
+                    log(f"  {name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
 
 
 def unpack(archive_path: Path, dest: Path) -> None:

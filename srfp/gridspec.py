@@ -217,10 +217,20 @@ class GridSpec:
         for arch in self.archs:
             if arch not in ARCHS:
                 raise SchemaError(f"archs.{arch}: unknown architecture; allowed values: {', '.join(ARCHS)}")
+        training = self.training
         for scale in self.models.scales:
-            if scale not in self.training.patch_size:
+            if scale not in training.patch_size:
                 raise SchemaError(f"training.patch_size: no patch size for scale {scale}; "
                                   f"give one for each of models.scales {self.models.scales}")
+            if training.patch_size[scale] % scale:
+                raise SchemaError(f"training.patch_size.{scale}: {training.patch_size[scale]} is not allowed; "
+                                  f"expected a multiple of the scale {scale}")
+        if training.adversarial.patch_size % 32 or training.adversarial.patch_size % max(self.models.scales):
+            raise SchemaError(f"training.adversarial.patch_size: {training.adversarial.patch_size} is not allowed; "
+                              f"expected a multiple of 32 and of every scale (the discriminator halves it 5 times)")
+        for name in ("iterations", "batch_size", "checkpoint_every", "lr_halve_every"):
+            if getattr(training, name) < 1:
+                raise SchemaError(f"training.{name}: {getattr(training, name)!r} is not allowed; expected at least 1")
 
     def specs(self) -> list[SISRSpec]:
         return self.models.specs()

@@ -81,19 +81,24 @@ def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoRepo
     tags = [d.rsplit("/", 1)[-1] for d in source.list_dirs()]
     if not tags:
         raise DatasetError(f"{settings.source}: no tag subfolders; the photo source needs one subfolder per tag")
-    report, kept = PhotoReport(), {}
+    report, kept, seen = PhotoReport(), {}, set()
     for tag in tags:
         rows = []
         for path in _ordered(image_files(source, tag), tag, settings.seed):
             if settings.per_tag is not None and len(rows) >= settings.per_tag:
                 break
             image_id = image_id_of(tag, path)
+            if image_id in seen:
+                report.skipped.append((source.uri_of(path), f"another photo already has the id {image_id}"))
+                log(f"skipped {source.uri_of(path)}: another photo already has the id {image_id}")
+                continue
             target = f"photos/{image_id}.png"
             try:
                 original = decode_image(source.read_bytes(path), source.uri_of(path))
                 megapixels = original.shape[0] * original.shape[1] / 1e6
                 if megapixels < settings.min_megapixels:
                     report.skipped.append((source.uri_of(path), f"{megapixels:.2f} MP < {settings.min_megapixels} MP"))
+                    log(f"skipped {source.uri_of(path)}: {megapixels:.2f} MP < {settings.min_megapixels} MP")
                     continue
                 if root.is_file(target):
                     height, width = decode_image(root.read_bytes(target), root.uri_of(target)).shape[:2]
@@ -107,6 +112,7 @@ def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoRepo
                 report.skipped.append((source.uri_of(path), str(error)))
                 log(f"skipped {source.uri_of(path)}: {error}")
                 continue
+            seen.add(image_id)
             rows.append({"image_id": image_id, "tag": tag, "source": path, "height": height, "width": width,
                          "megapixels_original": round(megapixels, 3)})
             log(f"photo {sum(map(len, kept.values())) + len(rows)}: {image_id} ({height}x{width})")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from srfp.errors import UserError
 from srfp.gridspec import GridSpec
-from srfp.spec import ATTRIBUTES, SISRSpec
+from srfp.spec import ATTRIBUTES, VALUE_PREFIXES, SISRSpec
 from srfp.tasks import Task, parse_holdout, tasks_of
 
 
@@ -30,7 +30,7 @@ def parse_selection(text: str | None) -> dict[str, set[str]]:
 def _normalise(attribute: str, value) -> str:
     """Compare selection values case-insensitively, accepting ``x4`` for scale 4 and ``s2`` for seed 2."""
     text = str(value).lower()
-    prefix = {"scale": "x", "seed": "s"}.get(attribute)
+    prefix = VALUE_PREFIXES.get(attribute)
     return text.removeprefix(prefix) if prefix else text
 
 

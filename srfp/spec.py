@@ -23,6 +23,9 @@ ATTRIBUTES = ("arch", "dataset", "scale", "loss", "seed")
 
 SOURCES = ("custom", "pretrained", "external")
 
+#: How scale and seed values are written as tokens (``x4``, ``s2``) in holdouts and selections.
+VALUE_PREFIXES = {"scale": "x", "seed": "s"}
+
 _CUSTOM_ID = re.compile(r"^(?P<arch>[A-Za-z0-9]+)-(?P<dataset>[a-z0-9_]+)-x(?P<scale>\d+)-(?P<loss>[A-Za-z0-9_]+)-s(?P<seed>\d+)$")
 _PUBLISHED_ID = re.compile(r"^(?P<arch>[A-Za-z0-9_.+]+)-NA-x(?P<scale>\d+)-(?P<loss>[A-Za-z0-9_.+]+)-NA-pretrained$")
 

@@ -37,7 +37,7 @@ class S3Settings:
                    endpoint=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
 
     def filesystem(self) -> pafs.S3FileSystem:
-        options: dict = {"region": self.region or "us-east-1"}
+        options: dict = {"region": self.region} if self.region else {}
         if self.endpoint:
             endpoint = urlparse(self.endpoint)
             if not endpoint.scheme or not endpoint.netloc:
@@ -59,6 +59,9 @@ class Storage:
             parsed = urlparse(self.uri)
             if not parsed.netloc:
                 raise StorageError(f"{self.uri!r} has no bucket; expected s3://bucket/prefix")
+            if "@" in parsed.netloc:
+                raise StorageError("an s3:// root must not hold credentials; use the AWS environment variables, "
+                                   "AWS_PROFILE or an instance profile")
             self.fs = S3Settings.from_env().filesystem()
             self.base = posixpath.join(parsed.netloc, parsed.path.strip("/")).rstrip("/")
         else:
@@ -119,18 +122,23 @@ class Storage:
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write a file atomically: readers see the old content or the whole new one, never a part.
 
-        Locally: a temporary file beside the target, then a rename. On S3 an object appears only when
-        its upload completes, so a direct upload is already atomic.
+        A temporary file (or S3 key) beside the target, then a rename (an S3 server-side move).
         """
         target = self.path(relative)
 
+        temporary = f"{target}.tmp-{uuid.uuid4().hex}"
+
         def write():
-            if self.remote:  # no directory markers: S3 folders exist through their objects
-                with self.fs.open_output_stream(target) as stream:
-                    stream.write(data)
+            if self.remote:  # an upload cut short may still complete: it lands on the temporary key
+                try:
+                    with self.fs.open_output_stream(temporary) as stream:
+                        stream.write(data)
+                    self.fs.move(temporary, target)
+                finally:
+                    if self.fs.get_file_info(temporary).type == pafs.FileType.File:
+                        self.fs.delete_file(temporary)
                 return
             self.fs.create_dir(posixpath.dirname(target), recursive=True)
-            temporary = f"{target}.tmp-{uuid.uuid4().hex}"
             try:
                 with open(temporary, "wb") as handle:
                     handle.write(data)
@@ -146,23 +154,23 @@ class Storage:
     def write_text(self, relative: str, text: str) -> None:
         self.write_bytes(relative, text.encode("utf-8"))
 
-    def list(self, relative: str = "", recursive: bool = False) -> list[str]:
-        """Relative paths of the files under a folder (empty when it does not exist), sorted."""
+    def _entries(self, relative: str, recursive: bool, kind: pafs.FileType) -> list[str]:
         selector = pafs.FileSelector(self.path(relative), recursive=recursive, allow_not_found=True)
         infos = self._call("list", relative, self.fs.get_file_info, selector)
         prefix = self.base + "/"
-        return sorted(info.path.removeprefix(prefix) for info in infos if info.type == pafs.FileType.File)
+        return sorted(info.path.removeprefix(prefix) for info in infos if info.type == kind and ".tmp-" not in info.path)
+
+    def list(self, relative: str = "", recursive: bool = False) -> list[str]:
+        """Relative paths of the files under a folder (empty when it does not exist), sorted."""
+        return self._entries(relative, recursive, pafs.FileType.File)
 
     def list_dirs(self, relative: str = "") -> list[str]:
         """Relative paths of the immediate sub-folders of a folder, sorted."""
-        selector = pafs.FileSelector(self.path(relative), recursive=False, allow_not_found=True)
-        infos = self._call("list", relative, self.fs.get_file_info, selector)
-        prefix = self.base + "/"
-        return sorted(info.path.removeprefix(prefix) for info in infos if info.type == pafs.FileType.Directory)
+        return self._entries(relative, False, pafs.FileType.Directory)
 
     def delete(self, relative: str) -> None:
         """Delete a file or a whole folder; nothing happens if it does not exist."""
-        info = self.fs.get_file_info(self.path(relative))
+        info = self._call("read", relative, self.fs.get_file_info, self.path(relative))
         if info.type == pafs.FileType.Directory:
             self._call("delete", relative, self.fs.delete_dir, self.path(relative))
         elif info.type == pafs.FileType.File:

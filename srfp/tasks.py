@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from srfp.errors import UserError
-from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, SISRSpec
+from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, VALUE_PREFIXES, SISRSpec
 
 #: Other spellings users (and the paper) use for loss values.
 LOSS_ALIASES = {"vgg+adv": "VGG_GAN", "resnet+adv": "ResNet_GAN"}
@@ -30,8 +30,7 @@ class Holdout:
 
     @property
     def token(self) -> str:
-        prefix = {"seed": "s", "scale": "x"}.get(self.attribute, "")
-        return f"{prefix}{self.value}"
+        return f"{VALUE_PREFIXES.get(self.attribute, '')}{self.value}"
 
     def matches(self, spec: SISRSpec) -> bool:
         return spec.value(self.attribute) == self.value
@@ -147,11 +146,3 @@ def tasks_of(grid) -> list[Task]:
     for task in tasks:
         task.validate(specs)
     return tasks
-
-
-def default_exclusions(grid, target: str) -> tuple[int, ...]:
-    """The seeds the grid excludes for a target's parsers (the study: seeds 2, 3 for dataset)."""
-    for group in grid.tasks.parsers:
-        if group.target == target and group.exclude_seeds:
-            return tuple(group.exclude_seeds)
-    return ()

@@ -63,9 +63,10 @@ def build_model(spec: SISRSpec, grid: GridSpec) -> torch.nn.Module:
     return create_model(spec.arch, spec.scale, **grid.archs.get(spec.arch, {}))
 
 
-def load_trained(storage: Storage, model_id: str, grid: GridSpec) -> torch.nn.Module:
-    """A finished model, rebuilt from its spec and loaded from its safetensors weights (strict)."""
-    model = build_model(SISRSpec.from_id(model_id), grid)
+def load_trained(storage: Storage, model_id: str) -> torch.nn.Module:
+    """A finished model, rebuilt with the options its record holds and loaded from its weights (strict)."""
+    spec, record = SISRSpec.from_id(model_id), json.loads(storage.read_text(record_path(model_id)))
+    model = create_model(spec.arch, spec.scale, **record["arch_options"])
     model.load_state_dict(load_safetensors(storage.read_bytes(weights_path(model_id))), strict=True)
     return model.eval()
 

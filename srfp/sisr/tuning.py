@@ -17,11 +17,17 @@ import torch
 from ray import tune
 
 from srfp.datasets import training_images, validation_images
+from srfp.errors import UserError
 from srfp.gridspec import GridSpec
+from srfp.sisr.archs import check_options
 from srfp.sisr.losses import SRLoss
 from srfp.sisr.train import choose_device, is_trained, record_path, train_model
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
+
+
+class TrainingFailed(UserError):
+    """Some trials failed even after their retries; the finished models are kept."""
 
 
 def run_trial(config: dict, grid: GridSpec, root: str) -> None:
@@ -36,7 +42,12 @@ def run_trial(config: dict, grid: GridSpec, root: str) -> None:
 
 
 def preflight(grid: GridSpec, specs: list[SISRSpec]) -> None:
-    """Fail before any trial starts when a training set or the perceptual networks' weights are missing."""
+    """Fail before any trial starts on bad architecture options, a missing training set or missing weights."""
+    for arch in sorted({s.arch for s in specs}):
+        try:
+            check_options(arch, grid.archs.get(arch, {}))
+        except ValueError as error:
+            raise TrainingFailed(f"{grid.source}: archs.{arch}: {error}") from None
     for dataset in sorted({s.dataset for s in specs}):
         training_images(grid.data, dataset)
     validation_images(grid.data)
@@ -65,12 +76,14 @@ def train_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=prin
                                       failure_config=tune.FailureConfig(max_failures=settings.max_failures)),
         )
         results = tuner.fit()
-        failed = [r.metrics.get("config", {}).get("model_id") or str(r.path) for r in results if r.error]
-        if failed:
-            log(f"train: {len(failed)} trials failed after {settings.max_failures} retries: {', '.join(map(str, failed))}; "
-                "rerun `train` to continue them from their checkpoints")
+        failed = [r.config["model_id"] for r in results if r.error]
+    else:
+        failed = []
     table = psnr_table(storage, specs)
     write_psnr_table(storage, table)
+    if failed:
+        raise TrainingFailed(f"{len(failed)} trials failed after {grid.training.max_failures} retries: {', '.join(failed)} "
+                             f"(logs in {storage.uri_of('tune')}); rerun `train` to continue them from their checkpoints")
     return table
 
 

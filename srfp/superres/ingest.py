@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from srfp.datasets import IMAGE_SUFFIXES
 from srfp.errors import UserError
 from srfp.images import ImageDecodeError, crop_to_multiple, decode_image
 from srfp.photos import read_manifest
@@ -33,7 +34,6 @@ from srfp.storage import Storage
 from srfp.superres.shards import ModelInfo, make_row, shard_status, write_shard
 
 METADATA = "model.yaml"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FIELDS = ("arch", "dataset", "scale", "loss", "seed", "source")
 _PUBLISHED_NAME = re.compile(r"^[A-Za-z0-9_.+]+$")
 

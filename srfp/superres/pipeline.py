@@ -13,6 +13,7 @@ import math
 import pyarrow as pa
 import ray
 
+from srfp.errors import UserError
 from srfp.gridspec import GridSpec
 from srfp.images import decode_image
 from srfp.photos import read_manifest
@@ -21,6 +22,10 @@ from srfp.spec import SISRSpec
 from srfp.storage import Storage
 from srfp.superres.core import superresolve_photo
 from srfp.superres.shards import SCHEMA, ModelInfo, make_row, mark_complete, shard_folder, shard_status
+
+
+class SuperresolveFailed(UserError):
+    """Some models could not be super-resolved; the others' shards are complete."""
 
 
 class SuperResolver:
@@ -33,7 +38,7 @@ class SuperResolver:
         self.storage = Storage(root)
         self.device = choose_device(settings.actor.gpus > 0)
         torch.set_num_threads(max(1, math.ceil(settings.actor.cpus)))
-        self.model = load_trained(self.storage, model_id, grid).to(self.device)
+        self.model = load_trained(self.storage, model_id).to(self.device)
         self.info = ModelInfo.of_spec(SISRSpec.from_id(model_id))
         self.tile_size, self.tile_overlap = settings.tile_size, settings.tile_overlap
 
@@ -77,6 +82,8 @@ def superresolve_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, l
     """Super-resolve the photo set with every trained model of ``specs``; returns each model's shard state."""
     manifest = read_manifest(storage)
     photos = manifest[["image_id", "tag", "split"]].to_dict("records")
+    if not photos:
+        raise SuperresolveFailed(f"{storage.uri_of('photos/manifest.parquet')} lists no photos")
     states = {}
     for number, spec in enumerate(specs, 1):
         status = shard_status(storage, spec.model_id)
@@ -87,10 +94,19 @@ def superresolve_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, l
         else:
             if status.state == "partial":
                 log(f"superresolve: {spec.model_id}: removing a partial shard")
-            rows = superresolve_model(spec, grid, storage, photos)
+            try:
+                rows = superresolve_model(spec, grid, storage, photos)
+            except Exception as error:  # one model's failure must not stop the others
+                states[spec.model_id] = f"failed: {error}"
+                log(f"superresolve: model {number}/{len(specs)} {spec.model_id}: failed: {error}")
+                continue
             states[spec.model_id] = "complete"
             log(f"superresolve: model {number}/{len(specs)} {spec.model_id}: {rows} images")
     done = sum(state == "complete" for state in states.values())
+    untrained = sum(state == "not trained" for state in states.values())
     log(f"superresolve: {done} of {len(specs)} shards complete in {storage.uri_of('sr')}"
-        + (f"; {len(specs) - done} models not trained yet" if done < len(specs) else ""))
+        + (f"; {untrained} models not trained yet" if untrained else ""))
+    failed = [model_id for model_id, state in states.items() if state.startswith("failed")]
+    if failed:
+        raise SuperresolveFailed(f"{len(failed)} models failed: {', '.join(failed)}; rerun `superresolve` to redo them")
     return states

@@ -6,7 +6,6 @@ checkpoints load with ``load_state_dict(..., strict=True)``. Models map N x 3 x 
 """
 
 import inspect
-from collections.abc import Mapping
 
 from torch import nn
 
@@ -39,17 +38,17 @@ def create_model(arch: str, scale: int, **options) -> nn.Module:
     Raises ValueError for an unknown arch, a scale outside 2, 3, 4, an option the constructor does
     not take, or an option value that is not a positive number of the annotated type.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; allowed values: {', '.join(ARCHITECTURES)}")
+    check_options(arch, options)
     if scale not in SCALES:
         raise ValueError(f"{arch}: scale {scale!r} is not allowed; allowed values: {', '.join(map(str, SCALES))}")
-    model_class = ARCHITECTURES[arch]
-    _check_options(arch, inspect.signature(model_class).parameters, options)
-    return model_class(int(scale), **options)
+    return ARCHITECTURES[arch](int(scale), **options)
 
 
-def _check_options(arch: str, parameters: Mapping[str, inspect.Parameter], options: dict) -> None:
-    """Every option names a constructor parameter (other than scale) and is a positive int or float."""
+def check_options(arch: str, options: dict) -> None:
+    """A known arch, and every option names a constructor parameter (not scale) with a positive number."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; allowed values: {', '.join(ARCHITECTURES)}")
+    parameters = inspect.signature(ARCHITECTURES[arch]).parameters
     allowed = [name for name in parameters if name != "scale"]
     for name, value in options.items():
         if name not in allowed:
