@@ -88,12 +88,13 @@ def parser() -> argparse.ArgumentParser:
                                    description="Fingerprints of super-resolution networks, at cluster scale.")
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, function, help_text, grid=True, root=False, ray=False):
+    def command(name, function, help_text, grid=True, root=False, ray=False, only=True):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(function=function)
         if grid:
             sub.add_argument("--grid", default="smoke",
                              help="grid file, or a bundled grid name: smoke (default), paper")
+        if grid and only:
             sub.add_argument("--only", default=None, metavar="SELECTION",
                              help="only models matching ATTRIBUTE=VALUE[,...], e.g. arch=RCAN,scale=4")
         if root:
@@ -105,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     command("plan", cmd_plan, "print every model, task and the rough cost of a grid")
-    command("photos", cmd_photos, "build the photo set (Flickr1K) every model super-resolves", root=True)
+    command("photos", cmd_photos, "build the photo set (Flickr1K) every model super-resolves", root=True, only=False)
     train = command("train", cmd_train, "train every model of the grid as Ray Tune trials, skipping finished ones",
                     root=True, ray=True)
     train.add_argument("--resume", action="store_true",
@@ -114,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     command("superresolve", cmd_superresolve, "super-resolve the photo set with every trained model (Ray Data)",
             root=True, ray=True)
     ingest = command("ingest", cmd_ingest, "import images super-resolved elsewhere, one folder per model",
-                     root=True)
+                     root=True, only=False)
     ingest.add_argument("folder", help="folder with one subfolder per model, each with a model.yaml")
     command("status", cmd_status, "show what every stage has finished, from storage alone", root=True)
     command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True, ray=True)

@@ -196,9 +196,11 @@ def _finish(spec, grid, storage, state: _State, metrics: dict, resumed_from: int
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in state.model.state_dict().items()}
     storage.write_bytes(weights_path(spec.model_id), save_safetensors(weights, metadata={"model_id": spec.model_id}))
     record = {**spec.as_dict(), "arch_options": grid.archs.get(spec.arch, {}), "grid": grid.name,
+              "training": dataclasses.asdict(grid.training),
               "iterations": state.iteration, "val_psnr": metrics.get("val_psnr"),
               "images_per_second": metrics.get("images_per_second"), "train_seconds": round(state.seconds, 3),
               "resumed_from_iteration": resumed_from, "device": device.type}
-    storage.write_text(record_path(spec.model_id), json.dumps(record, indent=2))
+    text = json.dumps(record, indent=2)
+    storage.write_text(record_path(spec.model_id), text)
     storage.delete(checkpoint_path(spec.model_id))
-    return record
+    return json.loads(text)
