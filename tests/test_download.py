@@ -22,7 +22,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         if not path.is_file():
             self.send_error(404)
             return None
-        data = path.read_bytes()[start:]
+        data = path.read_bytes()
+        if start and start >= len(data):
+            self.send_error(416)
+            return None
+        data = data[start:]
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -73,6 +77,16 @@ def test_an_interrupted_download_resumes_where_it_stopped(server, tmp_path):
     target = tmp_path / "big.bin"
     target.with_name("big.bin.part").write_bytes(payload[:1000])
     fetch(f"{url}/big.bin", target, log=lambda *_: None)
+    assert target.read_bytes() == payload
+
+
+def test_a_part_file_that_is_already_whole_completes(server, tmp_path):
+    served, url = server
+    payload = b"whole" * 100
+    (served / "done.bin").write_bytes(payload)
+    target = tmp_path / "done.bin"
+    target.with_name("done.bin.part").write_bytes(payload)  # killed after the last byte, before the rename
+    fetch(f"{url}/done.bin", target, log=lambda *_: None)
     assert target.read_bytes() == payload
 
 
