@@ -60,6 +60,7 @@ def train_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=prin
     """Train every model of ``specs`` that is not finished, as Tune grid trials; returns the PSNR table."""
     pending = [s.model_id for s in specs if not is_trained(storage, s.model_id)]
     log(f"train: {len(specs) - len(pending)} of {len(specs)} models already trained, {len(pending)} to train")
+    failed: list[str] = []
     if pending:
         preflight(grid, [s for s in specs if s.model_id in pending])
         settings = grid.training
@@ -77,10 +78,8 @@ def train_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=prin
         )
         results = tuner.fit()
         failed = [r.config["model_id"] for r in results if r.error]
-    else:
-        failed = []
     table = psnr_table(storage, specs)
-    write_psnr_table(storage, table)
+    storage.write_text("models/psnr.csv", table.to_csv(index=False, float_format="%.3f"))
     if failed:
         raise TrainingFailed(f"{len(failed)} trials failed after {grid.training.max_failures} retries: {', '.join(failed)} "
                              f"(logs in {storage.uri_of('tune')}); rerun `train` to continue them from their checkpoints")
@@ -93,6 +92,3 @@ def psnr_table(storage: Storage, specs: list[SISRSpec]) -> pd.DataFrame:
     columns = ["model_id", "arch", "dataset", "scale", "loss", "seed", "val_psnr", "iterations", "images_per_second"]
     return pd.DataFrame(rows).reindex(columns=columns)
 
-
-def write_psnr_table(storage: Storage, table: pd.DataFrame) -> None:
-    storage.write_text("models/psnr.csv", table.to_csv(index=False, float_format="%.3f"))
