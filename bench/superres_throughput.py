@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 
 from srfp.cluster import connect
+from srfp.devices import choose_device
 from srfp.gridspec import load_grid
 from srfp.images import decode_image
 from srfp.photos import build_photos, read_manifest
-from srfp.sisr.train import choose_device, load_trained, train_model
+from srfp.sisr.train import load_trained, train_model
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
 from srfp.superres.core import superresolve_photo

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 
 from srfp.cluster import connect
 from srfp.datasets import training_images
+from srfp.devices import choose_device
 from srfp.gridspec import load_grid
 from srfp.sisr.data import PairCache, PatchSampler
-from srfp.sisr.train import build_model, choose_device, record_path
+from srfp.sisr.train import build_model, record_path
 from srfp.sisr.tuning import train_grid
 from srfp.spec import SISRSpec
 from srfp.storage import Storage

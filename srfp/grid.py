@@ -11,6 +11,7 @@ from srfp.errors import UserError
 from srfp.gridspec import load_grid
 from srfp.photos import build_photos
 from srfp.plan import Plan
+from srfp.spec import TARGETS
 from srfp.storage import Storage
 
 
@@ -62,6 +63,45 @@ def cmd_ingest(args) -> None:
         raise IngestError(args.folder, f"{len(report.problems)} problems, listed above")
 
 
+def _classify(args, grid, tasks) -> None:
+    from srfp.classify.stage import classify
+    from srfp.cluster import connect
+
+    connect(args.address)
+    classify(grid, _root(args, grid), tasks)
+
+
+def cmd_attribute(args) -> None:
+    from srfp.tasks import attribution_task
+
+    grid = load_grid(args.grid)
+    population = "published" if args.published else "custom"
+    init_from = args.init_from or ("attribution" if args.published else None)
+    _classify(args, grid, [attribution_task(population, init_from)])
+
+
+def cmd_parse(args) -> None:
+    from srfp.tasks import parser_tasks
+
+    grid = load_grid(args.grid)
+    _classify(args, grid, parser_tasks(grid, args.holdout, args.target, args.all))
+
+
+def cmd_classify(args) -> None:
+    """Every classifier of the grid; and attribution of published models when two or more are ingested."""
+    from srfp.superres.shards import complete_models
+    from srfp.tasks import attribution_task, tasks_of
+
+    grid = load_grid(args.grid)
+    if args.only:
+        print("classify: skipped; classifiers compare every model of the grid, and --only selects a part of it")
+        return
+    tasks = tasks_of(grid)
+    if grid.tasks.attribution and sum(m.source != "custom" for m in complete_models(_root(args, grid))) >= 2:
+        tasks.append(attribution_task("published", init_from="attribution"))
+    _classify(args, grid, tasks)
+
+
 def cmd_status(args) -> None:
     from srfp.status import render_status
 
@@ -74,7 +114,8 @@ def cmd_data(args) -> None:
 
 
 #: The stages of ``run``, in order; each skips what storage says is complete.
-PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos), ("train", cmd_train), ("superresolve", cmd_superresolve))
+PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos), ("train", cmd_train), ("superresolve", cmd_superresolve),
+            ("classify", cmd_classify))
 
 
 def cmd_run(args) -> None:
@@ -117,6 +158,20 @@ def parser() -> argparse.ArgumentParser:
     ingest = command("ingest", cmd_ingest, "import images super-resolved elsewhere, one folder per model",
                      root=True, only=False)
     ingest.add_argument("folder", help="folder with one subfolder per model, each with a model.yaml")
+    attribute = command("attribute", cmd_attribute, "train and test the attribution classifier (Ray Train)",
+                        root=True, ray=True, only=False)
+    attribute.add_argument("--published", action="store_true",
+                           help="attribute the ingested published models instead of the grid's")
+    attribute.add_argument("--init-from", default=None, metavar="TASK",
+                           help="start from this classifier's backbone (default with --published: attribution)")
+    parse = command("parse", cmd_parse, "train and test parsers that infer a hyperparameter (Ray Train)",
+                    root=True, ray=True, only=False)
+    parse.add_argument("--holdout", default=None, metavar="VALUE",
+                       help="the held-out value (e.g. rcan, L1, resnet_gan, flickr2k, s3): trained without it, tested on it")
+    parse.add_argument("--target", default=None, choices=TARGETS,
+                       help="the hyperparameter to infer (default with --holdout: every one the holdout allows); "
+                            "without --holdout: the parser trained on every model")
+    parse.add_argument("--all", action="store_true", help="every parser of the grid file")
     command("status", cmd_status, "show what every stage has finished, from storage alone", root=True)
     command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True, ray=True)
     data = command("data", None, "get the training datasets", grid=False)

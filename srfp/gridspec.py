@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from srfp.classify.backbones import BACKBONES
 from srfp.errors import UserError
 from srfp.schema import SchemaError, build, choices
 from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, TARGETS, SISRSpec
@@ -165,10 +166,15 @@ class SuperresSettings:
 class ClassifierSettings:
     """How attribution and parser classifiers are trained on Ray Train."""
 
-    backbone: str = "legacy_xception"
+    backbone: str = choices(*BACKBONES, default="xception")
+    #: ImageNet weights through timm; false (random initialisation) only by explicit choice.
     pretrained: bool = True
+    #: A local file with the backbone's ImageNet weights, instead of timm's download.
+    weights: str = ""
     crop_size: int = 299
     batch_size: int = 16
+    #: Rows mixed in each worker's local shuffle buffer (shards are ordered by model).
+    shuffle_buffer: int = 1000
     head_epochs: int = 3
     finetune_epochs: int = 15
     learning_rate: float = 5e-4
@@ -177,6 +183,7 @@ class ClassifierSettings:
     worker: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1, gpu_hours=6))
     vote_size: int = 10
     vote_repeats: int = 1000
+    max_failures: int = 2
 
 
 @dataclass(frozen=True)

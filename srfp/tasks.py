@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from srfp.errors import UserError
-from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, VALUE_PREFIXES, SISRSpec
+from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, TARGETS, VALUE_PREFIXES, SISRSpec
 
 #: Other spellings users (and the paper) use for loss values.
 LOSS_ALIASES = {"vgg+adv": "VGG_GAN", "resnet+adv": "ResNet_GAN"}
@@ -61,16 +61,26 @@ def parse_holdout(token: str, seeds=(1, 2, 3)) -> Holdout:
     return holdout
 
 
+#: Which models a task is about: the grid's own (custom) or published and external ones.
+POPULATIONS = ("custom", "published")
+
+
 @dataclass(frozen=True)
 class Task:
     """A classifier to train: its label (``model_id`` for attribution) and which models it sees.
 
-    ``holdout`` None with target != model_id means an all-model parser.
+    ``holdout`` None with target != model_id means an all-model parser. Models are grid specs or the
+    ``ModelInfo`` of super-resolved shards; a task over the ``published`` population (attribution of
+    published models) uses only models whose source is not ``custom``.
     """
 
     target: str
     holdout: Holdout | None = None
     exclude_seeds: tuple[int, ...] = ()
+    population: str = "custom"
+    #: Another task whose classifier's backbone this one starts from (the study's published-model
+    #: attribution starts from the custom-model attribution's weights).
+    init_from: str | None = None
 
     @property
     def kind(self) -> str:
@@ -79,11 +89,13 @@ class Task:
     @property
     def name(self) -> str:
         if self.kind == "attribution":
-            return "attribution"
+            return "attribution" + ("-published" if self.population == "published" else "")
         return f"parse-{self.target}-" + (f"holdout-{self.holdout.token}" if self.holdout else "all")
 
-    def eligible(self, specs: list[SISRSpec]) -> list[SISRSpec]:
-        return [s for s in specs if s.seed not in self.exclude_seeds]
+    def eligible(self, specs: list) -> list:
+        custom = self.population == "custom"
+        return [s for s in specs if (getattr(s, "source", "custom") == "custom") == custom
+                and s.seed not in self.exclude_seeds]
 
     def train_models(self, specs: list[SISRSpec]) -> list[SISRSpec]:
         """Models whose images train the classifier (their train and val photos)."""
@@ -101,8 +113,7 @@ class Task:
 
     def labels(self, specs: list[SISRSpec]) -> list:
         """The classes, in a stable order, from the training models."""
-        return sorted({s.value(self.target) if self.target != "model_id" else s.model_id
-                       for s in self.train_models(specs)}, key=str)
+        return sorted({s.value(self.target) for s in self.train_models(specs)}, key=str)
 
     def validate(self, specs: list[SISRSpec]) -> None:
         """Check the task makes sense on these models; raise :class:`HoldoutError` saying why not."""
@@ -122,8 +133,8 @@ class Task:
                 raise HoldoutError(f"{self.name}: test models have {self.target} {unseen} that no training model has")
 
 
-def attribution_task() -> Task:
-    return Task(target="model_id")
+def attribution_task(population: str = "custom", init_from: str | None = None) -> Task:
+    return Task(target="model_id", population=population, init_from=init_from)
 
 
 def parser_task(target: str, holdout: str | None, exclude_seeds=(), seeds=(1, 2, 3)) -> Task:
@@ -143,6 +154,42 @@ def tasks_of(grid) -> list[Task]:
             except HoldoutError as error:
                 raise HoldoutError(f"tasks.parsers[{index}].holdouts[{position}]: {error}") from None
     tasks += [parser_task(target, None) for target in grid.tasks.all_model_parsers]
+    for task in tasks:
+        task.validate(specs)
+    return tasks
+
+
+def grid_exclude_seeds(grid, target: str) -> tuple[int, ...]:
+    """The seeds the grid's parsers for ``target`` leave out (the study's dataset parsers: 2 and 3)."""
+    return tuple(sorted({seed for group in grid.tasks.parsers if group.target == target for seed in group.exclude_seeds}))
+
+
+def parser_tasks(grid, holdout: str | None = None, target: str | None = None, every: bool = False) -> list[Task]:
+    """The parsers ``parse`` runs: every one of the grid (``every``), one target's all-model parser, or a
+    holdout's parsers (for ``target``, or for every target that the holdout leaves something to learn)."""
+    if every:
+        return [task for task in tasks_of(grid) if task.kind == "parser"]
+    if holdout is None:
+        if target is None:
+            raise HoldoutError("say which parser: --holdout VALUE, --target TARGET (trained on every model), or --all")
+        tasks = [parser_task(target, None)]
+    else:
+        seeds = tuple(grid.models.seeds)
+        attribute = parse_holdout(holdout, seeds).attribute
+        targets = [target] if target else [t for t in TARGETS if t != attribute]
+        tasks = [parser_task(t, holdout, grid_exclude_seeds(grid, t), seeds) for t in targets]
+    specs = grid.specs()
+    if target is None and holdout is not None:
+        valid = []
+        for task in tasks:
+            try:
+                task.validate(specs)
+                valid.append(task)
+            except HoldoutError:
+                continue
+        if not valid:
+            raise HoldoutError(f"holdout {holdout}: no target can be parsed with it on the models of grid {grid.name}")
+        return valid
     for task in tasks:
         task.validate(specs)
     return tasks

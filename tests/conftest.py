@@ -113,6 +113,37 @@ def trained_root(tmp_path, grid, specs):
     return storage
 
 
+def untrained_root(path: Path, grid, published: dict[str, int] | None = None):
+    """A storage root with the photo set and a complete shard for every model of the grid, made by
+    untrained (randomly initialised, seeded per model) networks of each model's arch and scale: real
+    super-resolution with distinct fingerprints in seconds. ``published`` adds models of another
+    source ({name: scale}) made the same way."""
+    import torch
+
+    from srfp.images import decode_image
+    from srfp.photos import build_photos, read_manifest
+    from srfp.sisr.archs import TINY, create_model
+    from srfp.spec import PublishedModel
+    from srfp.storage import Storage
+    from srfp.superres.core import superresolve_photo
+    from srfp.superres.shards import ModelInfo, make_row, write_shard
+
+    storage = Storage(path)
+    build_photos(grid.photos, storage, log=lambda *_: None)
+    photos = [(photo, decode_image(storage.read_bytes(f"photos/{photo['image_id']}.png")))
+              for photo in read_manifest(storage).to_dict("records")]
+    models = [(ModelInfo.of_spec(spec), spec.arch) for spec in grid.specs()]
+    models += [(ModelInfo(PublishedModel(name, scale).model_id, "pretrained", name, "NA", scale, "NA", None), "RCAN")
+               for name, scale in (published or {}).items()]
+    for number, (info, arch) in enumerate(models):
+        torch.manual_seed(number)
+        network = create_model(arch, info.scale, **(grid.archs.get(arch) or TINY[arch])).eval()
+        rows = [make_row(info, photo, *superresolve_photo(network, image, info.scale, torch.device("cpu"), 0, 16))
+                for photo, image in photos]
+        write_shard(storage, info, rows)
+    return storage
+
+
 def start_cli(arguments: list[str], tmp_path: Path) -> subprocess.Popen:
     """``python -m srfp.grid ARGUMENTS`` in its own process group (so a test can kill all it started)."""
     env = {**os.environ, "SRFP_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}

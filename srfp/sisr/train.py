@@ -12,7 +12,6 @@ import dataclasses
 import io
 import json
 import time
-from contextlib import nullcontext
 from typing import Callable
 
 import numpy as np
@@ -22,6 +21,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from srfp.datasets import training_images, validation_images
+from srfp.devices import autocast, choose_device
 from srfp.gridspec import GridSpec
 from srfp.images import psnr_y
 from srfp.sisr.archs import create_model
@@ -45,16 +45,6 @@ def checkpoint_path(model_id: str) -> str:
 
 def is_trained(storage: Storage, model_id: str) -> bool:
     return storage.is_file(record_path(model_id))
-
-
-def choose_device(use_gpu: bool = True) -> torch.device:
-    """CUDA when asked for and present (Ray sets CUDA_VISIBLE_DEVICES per trial), else the CPU."""
-    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-
-
-def autocast(device: torch.device):
-    """bfloat16 mixed precision on CUDA; plain float32 on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def build_model(spec: SISRSpec, grid: GridSpec) -> torch.nn.Module:

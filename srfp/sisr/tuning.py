@@ -17,11 +17,12 @@ import torch
 from ray import tune
 
 from srfp.datasets import training_images, validation_images
+from srfp.devices import choose_device
 from srfp.errors import UserError
 from srfp.gridspec import GridSpec
 from srfp.sisr.archs import check_options
 from srfp.sisr.losses import SRLoss
-from srfp.sisr.train import choose_device, is_trained, record_path, train_model
+from srfp.sisr.train import is_trained, record_path, train_model
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from srfp.devices import autocast
 from srfp.images import downscale
 from srfp.sisr.data import image_to_tensor, tensor_to_image
-from srfp.sisr.train import autocast
 
 
 def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:

@@ -152,7 +152,7 @@ def _ingest_model(folder: Path, model: ModelInfo, photos: list[dict], storage: S
                   f"{model.model_id} has no shard")
         report.problems.append((str(folder), reason))
     else:
-        write_shard(storage, model.model_id, rows)
+        write_shard(storage, model, rows)
         report.ingested.append(model.model_id)
     return not bad
 

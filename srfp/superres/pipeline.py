@@ -13,11 +13,12 @@ import math
 import pyarrow as pa
 import ray
 
+from srfp.devices import choose_device
 from srfp.errors import UserError
 from srfp.gridspec import GridSpec
 from srfp.images import decode_image
 from srfp.photos import read_manifest
-from srfp.sisr.train import choose_device, is_trained, load_trained
+from srfp.sisr.train import is_trained, load_trained
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
 from srfp.superres.core import superresolve_photo
@@ -75,7 +76,7 @@ def superresolve_model(spec: SISRSpec, grid: GridSpec, storage: Storage, photos:
         compute=ray.data.ActorPoolStrategy(size=min(actor_pool_size(grid), len(photos))))
     rows.write_parquet(storage.path(shard_folder(spec.model_id)), filesystem=storage.fs,
                        min_rows_per_file=settings.rows_per_file)
-    return mark_complete(storage, spec.model_id, len(photos))
+    return mark_complete(storage, ModelInfo.of_spec(spec), len(photos))
 
 
 def superresolve_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=print) -> dict[str, str]:

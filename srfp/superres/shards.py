@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -48,6 +48,9 @@ class ModelInfo:
     def of_spec(cls, spec) -> "ModelInfo":
         return cls(spec.model_id, "custom", spec.arch, spec.dataset, spec.scale, spec.loss, spec.seed)
 
+    def value(self, attribute: str):
+        return getattr(self, attribute)
+
 
 def make_row(model: ModelInfo, photo: dict, hr: np.ndarray, sr: np.ndarray) -> dict:
     """One dataset row: the SR image as lossless PNG and its Y-PSNR against the (cropped) photo."""
@@ -76,16 +79,27 @@ def shard_status(storage: Storage, model_id: str) -> ShardStatus:
     return ShardStatus(model_id, "partial" if files else "missing", 0)
 
 
-def mark_complete(storage: Storage, model_id: str, expected_rows: int) -> int:
-    """Check the shard has exactly one row per expected photo, then write its marker; returns the row count."""
-    folder = shard_folder(model_id)
-    table = read_shard(storage, model_id, columns=["image_id"])
+def mark_complete(storage: Storage, model: ModelInfo, expected_rows: int) -> int:
+    """Check the shard has exactly one row per expected photo, then write its marker; returns the row count.
+
+    The marker also records the model's hyperparameters, so later stages list models without reading images."""
+    folder = shard_folder(model.model_id)
+    table = read_shard(storage, model.model_id, columns=["image_id"])
     ids = table.column("image_id").to_pylist()
     if len(ids) != expected_rows or len(set(ids)) != len(ids):
         raise RuntimeError(f"{storage.uri_of(folder)}: {len(ids)} rows ({len(set(ids))} distinct photos), "
                            f"expected {expected_rows}; the shard is left unmarked and will be redone")
-    storage.write_text(f"{folder}/{MARKER}", json.dumps({"rows": len(ids)}))
+    storage.write_text(f"{folder}/{MARKER}", json.dumps({"rows": len(ids), "model": asdict(model)}))
     return len(ids)
+
+
+def complete_models(storage: Storage) -> list[ModelInfo]:
+    """Every model with a complete shard (grid, published and external ones), in model id order."""
+    models = []
+    for folder in storage.list_dirs("sr"):
+        if storage.is_file(f"{folder}/{MARKER}"):
+            models.append(ModelInfo(**json.loads(storage.read_text(f"{folder}/{MARKER}"))["model"]))
+    return sorted(models, key=lambda model: model.model_id)
 
 
 def read_shard(storage: Storage, model_id: str, columns: list[str] | None = None) -> pa.Table:
@@ -95,10 +109,10 @@ def read_shard(storage: Storage, model_id: str, columns: list[str] | None = None
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table().select(columns or SCHEMA.names)
 
 
-def write_shard(storage: Storage, model_id: str, rows: list[dict]) -> None:
+def write_shard(storage: Storage, model: ModelInfo, rows: list[dict]) -> None:
     """Write a whole shard in one Parquet file, then its marker (for shards made outside Ray Data)."""
-    storage.delete(shard_folder(model_id))
+    storage.delete(shard_folder(model.model_id))
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
-    storage.write_bytes(f"{shard_folder(model_id)}/part-00000.parquet", sink.getvalue())
-    mark_complete(storage, model_id, len(rows))
+    storage.write_bytes(f"{shard_folder(model.model_id)}/part-00000.parquet", sink.getvalue())
+    mark_complete(storage, model, len(rows))

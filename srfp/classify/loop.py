@@ -1,0 +1,140 @@
+"""Training one classifier: plain epoch functions and the loop each Ray Train worker runs.
+
+State lives in the storage root, like the SISR models': ``classifiers/<task>/checkpoint.pt`` after every
+epoch (a restarted worker group or a new driver continues from it) and ``model.safetensors``, the
+weights of the best epoch by validation accuracy. The first ``head_epochs`` train the new final layer
+only, the next ``finetune_epochs`` every layer (Adamax, ReduceLROnPlateau on validation accuracy).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from srfp.classify.network import Classifier, init_backbone_from, weights_bytes
+from srfp.devices import autocast
+from srfp.storage import Storage
+
+
+def checkpoint_path(folder: str) -> str:
+    return f"{folder}/checkpoint.pt"
+
+
+def weights_path(folder: str) -> str:
+    return f"{folder}/model.safetensors"
+
+
+def read_checkpoint(storage: Storage, folder: str) -> dict | None:
+    if not storage.is_file(checkpoint_path(folder)):
+        return None
+    return torch.load(io.BytesIO(storage.read_bytes(checkpoint_path(folder))), weights_only=True)
+
+
+def write_checkpoint(storage: Storage, folder: str, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    storage.write_bytes(checkpoint_path(folder), buffer.getvalue())
+
+
+def phase_of(epoch: int, head_epochs: int) -> str:
+    return "head" if epoch < head_epochs else "all"
+
+
+def train_epoch(model, classifier: Classifier, phase: str, batches: Iterable[dict], optimizer, device) -> dict:
+    """One pass over the training batches; returns the mean loss, images seen and images per second."""
+    classifier.train_mode(phase)
+    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    for batch in batches:
+        images, labels = batch["image"].to(device), batch["label"].to(device)
+        with autocast(device):
+            loss = F.cross_entropy(model(images).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(labels)
+        seen += len(labels)
+    seconds = time.perf_counter() - start
+    return {"train_loss": total_loss / max(seen, 1), "train_images": seen,
+            "images_per_second": seen / seconds if seconds else 0.0}
+
+
+@torch.no_grad()
+def count_correct(classifier: Classifier, batches: Iterable[dict], device) -> tuple[int, int]:
+    """Correct top-1 predictions and images, on centre crops, in evaluation mode."""
+    classifier.eval()
+    correct = total = 0
+    for batch in batches:
+        images, labels = batch["image"].to(device), batch["label"].to(device)
+        with autocast(device):
+            correct += int((classifier(images).argmax(1) == labels).sum())
+        total += len(labels)
+    return correct, total
+
+
+def _all_reduce(*values: int) -> list[int]:
+    """Sum counts over the workers (DDP's process group), or return them as they are with one worker."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(tensor)
+    return [int(v) for v in tensor.tolist()]
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The Ray Train loop: resume from the storage root's checkpoint, train the remaining epochs, report each."""
+    import ray.train
+    import ray.train.torch
+
+    settings, folder, labels = config["settings"], config["folder"], config["labels"]
+    storage = Storage(config["root"])
+    context = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(settings.worker.cpus)))
+    state = read_checkpoint(storage, folder)
+    init_from = config.get("init_from")
+    classifier = Classifier(settings.backbone, len(labels), settings.pretrained and not init_from and not state,
+                            settings.weights)
+    if state:
+        classifier.load_state_dict(state["model"])
+    elif init_from:
+        init_backbone_from(classifier, storage.read_bytes(weights_path(init_from)), storage.uri_of(init_from))
+    classifier.to(device)
+    state = state or {"epoch": 0, "phase": None, "best_accuracy": -1.0, "best_epoch": 0, "history": []}
+    total_epochs = settings.head_epochs + settings.finetune_epochs
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    phase = model = optimizer = scheduler = None
+    for epoch in range(state["epoch"], total_epochs):
+        if phase_of(epoch, settings.head_epochs) != phase:
+            phase = phase_of(epoch, settings.head_epochs)
+            trainable = classifier.set_phase(phase)
+            model = ray.train.torch.prepare_model(classifier, move_to_device=False)
+            optimizer = torch.optim.Adamax(trainable, lr=settings.learning_rate)
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max",
+                                                                   patience=settings.plateau_patience)
+            if state["phase"] == phase:  # resuming inside this phase: its optimizer state continues
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+        metrics = train_epoch(model, classifier, phase, train_shard.iter_torch_batches(
+            batch_size=settings.batch_size, local_shuffle_buffer_size=settings.shuffle_buffer), optimizer, device)
+        correct, total = _all_reduce(*count_correct(classifier, val_shard.iter_torch_batches(
+            batch_size=settings.batch_size), device))
+        accuracy = correct / max(total, 1)
+        scheduler.step(accuracy)
+        improved = accuracy > state["best_accuracy"]
+        metrics.update(epoch=epoch + 1, phase=phase, val_accuracy=accuracy, val_images=total,
+                       learning_rate=optimizer.param_groups[0]["lr"], workers=context.get_world_size())
+        state.update(epoch=epoch + 1, phase=phase, model=classifier.state_dict(), optimizer=optimizer.state_dict(),
+                     scheduler=scheduler.state_dict(), history=state["history"] + [metrics])
+        if improved:
+            state.update(best_accuracy=accuracy, best_epoch=epoch + 1)
+        if context.get_world_rank() == 0:
+            if improved:
+                storage.write_bytes(weights_path(folder), weights_bytes(classifier))
+            write_checkpoint(storage, folder, state)
+            print(f"{folder}: epoch {epoch + 1}/{total_epochs} ({phase}) loss {metrics['train_loss']:.4f} "
+                  f"val accuracy {accuracy:.3f} ({metrics['images_per_second']:.1f} images/s per worker)")
+        ray.train.report(metrics)
