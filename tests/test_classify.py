@@ -28,7 +28,7 @@ def test_attribution_through_the_cli_writes_predictions_and_prints_accuracy_agai
     assert cli.main(["attribute", "--root", sr_root.uri]) == 0
     printed = capsys.readouterr().out
     assert "attribution: test accuracy" in printed and "chance 0.062 (16 classes, 16 test images of 16 models)" in printed
-    folder = task_folder("attribution")
+    folder = task_folder("xception_narrow", "attribution")
     result = json.loads(sr_root.read_text(f"{folder}/result.json"))
     assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4, 5]
     assert [h["phase"] for h in result["history"]] == ["head", "all", "all", "all", "all"]
@@ -53,7 +53,7 @@ def test_attribution_through_the_cli_writes_predictions_and_prints_accuracy_agai
 def test_published_models_are_attributed_starting_from_the_custom_attribution_backbone(ray_local, sr_root, capsys):
     grid = load_grid("smoke")
     published = attribution_task("published", init_from="attribution")
-    if not (sr_root.is_file(f"{task_folder('attribution')}/model.safetensors")):
+    if not sr_root.is_file(task_folder("xception_narrow", "attribution") + "/model.safetensors"):
         pytest.skip("needs the attribution classifier of the test above")
     [result] = classify(dataclasses.replace(grid, classifier=dataclasses.replace(grid.classifier, finetune_epochs=1)),
                         sr_root, [published], log=lambda *_: None)
@@ -77,7 +77,7 @@ def test_an_interrupted_parser_continues_from_its_last_finished_epoch(ray_local,
     import shutil
 
     root = Storage(shutil.copytree(sr_root.uri, tmp_path / "run", ignore=shutil.ignore_patterns("classifiers")))
-    folder = task_folder("parse-scale-holdout-L1")
+    folder = task_folder("xception_narrow", "parse-scale-holdout-L1")
     arguments = ["parse", "--holdout", "L1", "--target", "scale", "--root", root.uri]
     process = start_cli(arguments, tmp_path)
     wait_for(lambda: root.is_file(f"{folder}/checkpoint.pt") and read_checkpoint(root, folder)["epoch"] >= 2,

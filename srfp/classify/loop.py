@@ -45,10 +45,13 @@ def phase_of(epoch: int, head_epochs: int) -> str:
 
 
 def train_epoch(model, classifier: Classifier, phase: str, batches: Iterable[dict], optimizer, device) -> dict:
-    """One pass over the training batches; returns the mean loss, images seen and images per second."""
+    """One pass over the training batches. Returns the mean loss, the images seen, the wait for the first
+    batch (the data pipeline starting) and images per second from the first batch on (steady state)."""
     classifier.train_mode(phase)
-    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    total_loss, seen, requested = 0.0, 0, time.perf_counter()
+    started = None
     for batch in batches:
+        started = started or time.perf_counter()
         images, labels = batch["image"].to(device), batch["label"].to(device)
         with autocast(device):
             loss = F.cross_entropy(model(images).float(), labels)
@@ -57,9 +60,10 @@ def train_epoch(model, classifier: Classifier, phase: str, batches: Iterable[dic
         optimizer.step()
         total_loss += loss.item() * len(labels)
         seen += len(labels)
-    seconds = time.perf_counter() - start
-    return {"train_loss": total_loss / max(seen, 1), "train_images": seen,
-            "images_per_second": seen / seconds if seconds else 0.0}
+    ended = time.perf_counter()
+    started = started or ended
+    return {"train_loss": total_loss / max(seen, 1), "train_images": seen, "first_batch_seconds": started - requested,
+            "epoch_seconds": ended - requested, "images_per_second": seen / (ended - started) if ended > started else 0.0}
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """The classifier stage: for each task, train on Ray Train, predict the test images, score, record.
 
-``<root>/classifiers/<task>/`` holds ``checkpoint.pt`` and ``model.safetensors`` (see srfp.classify.loop),
+``<root>/classifiers/<backbone>/<task>/`` holds ``checkpoint.pt`` and ``model.safetensors`` (see srfp.classify.loop),
 ``predictions.parquet`` and, written last, ``result.json`` (labels, models, settings, per-epoch history
 and the headline accuracies). A task with a result is complete and skipped; an interrupted one
 continues from its last finished epoch.
@@ -29,16 +29,17 @@ class ClassifyError(UserError):
     """A classifier task cannot run yet (missing shards or weights) or does not fit its inputs."""
 
 
-def task_folder(task: Task | str) -> str:
-    return f"classifiers/{task if isinstance(task, str) else task.name}"
+def task_folder(backbone: str, task: Task | str) -> str:
+    """Where a task's classifier lives; one folder per backbone, so backbones can be compared on one root."""
+    return f"classifiers/{backbone}/{task if isinstance(task, str) else task.name}"
 
 
-def is_complete(storage: Storage, task: Task | str) -> bool:
-    return storage.is_file(f"{task_folder(task)}/{RESULT}")
+def is_complete(storage: Storage, folder: str) -> bool:
+    return storage.is_file(f"{folder}/{RESULT}")
 
 
-def read_result(storage: Storage, task: Task | str) -> dict:
-    return json.loads(storage.read_text(f"{task_folder(task)}/{RESULT}"))
+def read_result(storage: Storage, folder: str) -> dict:
+    return json.loads(storage.read_text(f"{folder}/{RESULT}"))
 
 
 def task_models(grid: GridSpec, storage: Storage, task: Task) -> list[ModelInfo]:
@@ -73,7 +74,8 @@ def run_task(grid: GridSpec, storage: Storage, task: Task, log=print) -> dict:
     """Train, predict and score one task (continuing an interrupted one); returns its result record."""
     from srfp.classify.trainer import fit  # Ray Train loads only when a classifier is trained
 
-    settings, folder = grid.classifier, task_folder(task)
+    settings = grid.classifier
+    folder = task_folder(settings.backbone, task)
     models = task_models(grid, storage, task)
     task.validate(models)
     labels = [str(label) for label in task.labels(models)]
@@ -81,7 +83,7 @@ def run_task(grid: GridSpec, storage: Storage, task: Task, log=print) -> dict:
     test_ids = [m.model_id for m in task.test_models(models)]
     published = ([m.model_id for m in complete_models(storage) if m.source != "custom"]
                  if task.population == "custom" and task.holdout is None else [])
-    init_folder = task_folder(task.init_from) if task.init_from else None
+    init_folder = task_folder(settings.backbone, task.init_from) if task.init_from else None
     if init_folder and not storage.is_file(weights_path(init_folder)):
         raise ClassifyError(f"{task.name}: starts from {task.init_from}, but "
                             f"{storage.uri_of(weights_path(init_folder))} does not exist; train that classifier first")
@@ -98,7 +100,7 @@ def run_task(grid: GridSpec, storage: Storage, task: Task, log=print) -> dict:
     write_predictions(storage, f"{folder}/{PREDICTIONS}", table)
     summary = summarise(read_predictions(storage, f"{folder}/{PREDICTIONS}"), labels, settings.vote_size,
                         settings.vote_repeats)
-    result = {"task": task.name, "kind": task.kind, "target": task.target, "population": task.population,
+    result = {"task": task.name, "backbone": settings.backbone, "kind": task.kind, "target": task.target, "population": task.population,
               "holdout": dataclasses.asdict(task.holdout) if task.holdout else None,
               "exclude_seeds": list(task.exclude_seeds), "init_from": task.init_from, "labels": labels,
               "train_models": train_ids, "test_models": test_ids, "published_models": published,
@@ -121,8 +123,9 @@ def classify(grid: GridSpec, storage: Storage, tasks: list[Task], log=print) -> 
     check_crop_fits(grid, storage)
     results = []
     for number, task in enumerate(tasks, 1):
-        if is_complete(storage, task):
-            result = read_result(storage, task)
+        folder = task_folder(grid.classifier.backbone, task)
+        if is_complete(storage, folder):
+            result = read_result(storage, folder)
         else:
             log(f"classify: task {number}/{len(tasks)} {task.name}")
             result = run_task(grid, storage, task, log)
