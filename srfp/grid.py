@@ -102,6 +102,13 @@ def cmd_classify(args) -> None:
     _classify(args, grid, tasks)
 
 
+def cmd_report(args) -> None:
+    from srfp.analysis.report import write_report
+
+    grid = load_grid(args.grid)
+    print(f"report: {write_report(grid, _root(args, grid))}")
+
+
 def cmd_status(args) -> None:
     from srfp.status import render_status
 
@@ -115,7 +122,7 @@ def cmd_data(args) -> None:
 
 #: The stages of ``run``, in order; each skips what storage says is complete.
 PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos), ("train", cmd_train), ("superresolve", cmd_superresolve),
-            ("classify", cmd_classify))
+            ("classify", cmd_classify), ("report", cmd_report))
 
 
 def cmd_run(args) -> None:
@@ -172,6 +179,8 @@ def parser() -> argparse.ArgumentParser:
                        help="the hyperparameter to infer (default with --holdout: every one the holdout allows); "
                             "without --holdout: the parser trained on every model")
     parse.add_argument("--all", action="store_true", help="every parser of the grid file")
+    command("report", cmd_report, "write the study's tables and figures for what the run has computed",
+            root=True, only=False)
     command("status", cmd_status, "show what every stage has finished, from storage alone", root=True)
     command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True, ray=True)
     data = command("data", None, "get the training datasets", grid=False)

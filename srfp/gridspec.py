@@ -172,6 +172,8 @@ class ClassifierSettings:
     #: A local file with the backbone's ImageNet weights, instead of timm's download.
     weights: str = ""
     crop_size: int = 299
+    #: Random crops taken from each training image per epoch (the study: 1; more for small photo sets).
+    crops_per_image: int = 1
     batch_size: int = 16
     #: Rows mixed in each worker's local shuffle buffer (shards are ordered by model).
     shuffle_buffer: int = 1000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from srfp.classify.loop import read_checkpoint
+from srfp.classify.stage import is_complete, read_result, task_folder
 from srfp.photos import MANIFEST
 from srfp.plan import Plan
 from srfp.sisr.train import checkpoint_path, is_trained
@@ -25,4 +27,25 @@ def render_status(plan: Plan, storage: Storage) -> str:
                     + (f" ({shard.rows} images)" if shard.state == "complete" else ""))
     lines.append(f"train         {trained} of {len(plan.models)} models trained")
     lines.append(f"superresolve  {superresolved} of {len(plan.models)} shards complete")
-    return "\n".join(lines + ["", "models:"] + rows)
+    tasks = classifier_lines(plan, storage)
+    lines.append(f"classify      {sum('accuracy' in line for line in tasks)} of {len(tasks)} classifiers complete "
+                 f"({plan.grid.classifier.backbone})")
+    report = storage.uri_of("report/report.md") if storage.is_file("report/report.md") else None
+    lines.append(f"report        {'written: ' + report if report else 'not written: run `report`'}")
+    return "\n".join(lines + ["", "models:"] + rows + ["", "classifiers:"] + tasks)
+
+
+def classifier_lines(plan: Plan, storage: Storage) -> list[str]:
+    settings = plan.grid.classifier
+    epochs = settings.head_epochs + settings.finetune_epochs
+    lines = []
+    for task in plan.tasks:
+        folder = task_folder(settings.backbone, task)
+        if is_complete(storage, folder):
+            summary = read_result(storage, folder)["summary"]
+            state = f"test accuracy {summary['accuracy_1_image']:.3f} (chance {summary['chance']:.3f})"
+        else:
+            checkpoint = read_checkpoint(storage, folder)
+            state = f"training: epoch {checkpoint['epoch']} of {epochs}" if checkpoint else "not started"
+        lines.append(f"  {task.name:<36} {state}")
+    return lines

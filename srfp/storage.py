@@ -46,6 +46,15 @@ class S3Settings:
         return pafs.S3FileSystem(**options)
 
 
+def require_credentials(uri: str) -> None:
+    """Fail early, and say what to set, when the AWS credential chain has no credentials at all."""
+    import boto3
+
+    if boto3.Session().get_credentials() is None:
+        raise StorageError(f"{uri}: no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                           "or AWS_PROFILE, or run on an instance with an instance profile")
+
+
 def is_remote(uri: str) -> bool:
     return urlparse(str(uri)).scheme == "s3"
 
@@ -63,6 +72,7 @@ class Storage:
                 raise StorageError("an s3:// root must not hold credentials; use the AWS environment variables, "
                                    "AWS_PROFILE or an instance profile")
             self.fs = S3Settings.from_env().filesystem()
+            require_credentials(self.uri)
             self.base = posixpath.join(parsed.netloc, parsed.path.strip("/")).rstrip("/")
         else:
             if "://" in self.uri:
@@ -93,8 +103,9 @@ class Storage:
             return function(*args)
         except OSError as error:
             message = str(error)
-            if self.remote and any(word in message for word in ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId",
-                                                                 "SignatureDoesNotMatch", "credentials", "403")):
+            denied = ("ACCESS_DENIED", "AccessDenied", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId",
+                      "SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch", "credentials", "403")
+            if self.remote and any(word in message for word in denied):
                 raise StorageError(
                     f"cannot {action} {self.uri_of(relative)}: access denied. Check the AWS credentials "
                     "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance profile) "

@@ -144,6 +144,20 @@ def untrained_root(path: Path, grid, published: dict[str, int] | None = None):
     return storage
 
 
+@pytest.fixture(scope="session")
+def classified_root(tmp_path_factory, ray_local):
+    """The smoke grid's 16 models and two published ones (untrained networks), classified through the CLI:
+    attribution, the scale parser holding out L1, and the scale parser trained on every model."""
+    from srfp import grid as cli
+    from srfp.gridspec import load_grid
+
+    root = untrained_root(tmp_path_factory.mktemp("classified"), load_grid("smoke"),
+                          published={"ESRGAN": 4, "SwinIR": 2})
+    for arguments in (["attribute"], ["parse", "--holdout", "L1", "--target", "scale"], ["parse", "--target", "scale"]):
+        assert cli.main([*arguments, "--root", root.uri]) == 0
+    return root
+
+
 def start_cli(arguments: list[str], tmp_path: Path) -> subprocess.Popen:
     """``python -m srfp.grid ARGUMENTS`` in its own process group (so a test can kill all it started)."""
     env = {**os.environ, "SRFP_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
@@ -175,6 +189,14 @@ def processes() -> dict[int, tuple[int, int, str]]:
             except (OSError, ValueError):
                 continue
     return table
+
+
+def ray_workers(driver: subprocess.Popen, title: str) -> list[int]:
+    """Worker processes whose title starts with ``title`` (``ray::ImplicitFunc``, ``ray::RayTrainWorker``...)
+    in the local Ray that a CLI process started (the children of its raylet)."""
+    table = processes()
+    raylets = {pid for pid, (_, group, command) in table.items() if group == driver.pid and "raylet" in command}
+    return [pid for pid, (parent, _, command) in table.items() if parent in raylets and command.startswith(title)]
 
 
 def kill_group(process: subprocess.Popen) -> None:

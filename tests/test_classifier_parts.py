@@ -119,3 +119,13 @@ def test_accuracy_grouped_by_a_hyperparameter_and_seed_triplets():
     triplets = seed_triplet_accuracy(frame, labels)
     # E-s2's image: wrong overall (R-s1) but, among its seed-mates, E-s3 scores highest: still wrong.
     assert triplets["correct"].tolist() == [True, False, True]
+
+
+def test_several_random_crops_of_each_training_image_for_small_photo_sets():
+    png = encode_png(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    batch = {"png": np.array([png], dtype=object), "model_id": np.array(["a"]), "image_id": np.array(["p1"]),
+             "scale": np.array([2])}
+    rows = CropRows("scale", ["2", "4"], 16, random_crops=True, crops_per_image=4)(batch)
+    assert rows["image"].shape == (4, 16, 16, 3) and rows["label"].tolist() == [0] * 4
+    assert len({crop.tobytes() for crop in rows["image"]}) == 4 and rows["model_id"].tolist() == ["a"] * 4
+    assert CropRows("scale", ["2", "4"], 16, random_crops=False, crops_per_image=4)(batch)["image"].shape[0] == 1

@@ -43,7 +43,7 @@ def test_run_goes_through_every_stage_into_a_relative_root(tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     stages = [line for line in result.stdout.splitlines() if line.startswith("== ")]
-    assert stages == ["== plan", "== photos", "== train", "== superresolve", "== classify"]
+    assert stages == ["== plan", "== photos", "== train", "== superresolve", "== classify", "== report"]
     assert "classify: skipped; classifiers compare every model of the grid" in result.stdout
     root = tmp_path / "relative" / "run"
     assert (root / "photos" / "manifest.parquet").is_file()

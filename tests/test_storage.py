@@ -1,11 +1,15 @@
 """Storage roots: local folders and S3 (a real S3 protocol server on loopback), one interface."""
 
 import os
+import socket
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import _free_port, wait_for
 from srfp.storage import Storage, StorageError
 
 
@@ -75,3 +79,42 @@ def test_parquet_written_through_s3_storage_reads_back_with_pyarrow(s3_bucket, b
     assert pq.read_table(storage.path("sr/part-0.parquet"), filesystem=storage.fs).equals(table)
     keys = [o["Key"] for o in boto3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert keys == ["run/sr/part-0.parquet"]
+
+
+@pytest.fixture
+def s3_server_with_auth():
+    """A second loopback S3 server that checks access keys (and knows none)."""
+    port = _free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    server = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: _port_open(port), timeout=30, what="moto_server")
+    yield f"http://127.0.0.1:{port}"
+    server.kill()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _cli(arguments, **env):
+    return subprocess.run([sys.executable, "-m", "srfp.grid", *arguments], capture_output=True, text=True,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **env}, timeout=120)
+
+
+def test_wrong_s3_credentials_are_a_clear_error_that_never_shows_the_secret(s3_server_with_auth, tmp_path):
+    secret = "wrong-secret-do-not-print-1234"
+    result = _cli(["photos", "--root", "s3://bucket/run"], AWS_ACCESS_KEY_ID="AKIAWRONG", AWS_SECRET_ACCESS_KEY=secret,
+                  AWS_REGION="us-east-1", AWS_ENDPOINT_URL=s3_server_with_auth)
+    assert result.returncode == 2
+    assert "access denied. Check the AWS credentials" in result.stderr and "s3://bucket/run" in result.stderr
+    assert secret not in result.stdout + result.stderr
+
+
+def test_missing_s3_credentials_say_what_to_set(tmp_path):
+    result = _cli(["status", "--root", "s3://bucket/run"], AWS_CONFIG_FILE=str(tmp_path / "none"),
+                  AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true",
+                  AWS_REGION="us-east-1", HOME=str(tmp_path))
+    assert result.returncode == 2
+    assert "s3://bucket/run: no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in result.stderr

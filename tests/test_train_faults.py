@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import kill_group, processes, start_cli, wait_for
+from conftest import kill_group, ray_workers, start_cli, wait_for
 from srfp.gridspec import resolve_grid_path
 from srfp.sisr.train import checkpoint_path, record_path, weights_path
 from srfp.storage import Storage
@@ -29,14 +29,6 @@ def _train(grid: Path, root: Path, only: str, tmp_path: Path):
     return start_cli(["train", "--grid", str(grid), "--root", str(root), "--only", only], tmp_path)
 
 
-def _trial_workers(driver) -> list[int]:
-    """The Tune trial processes of the Ray cluster that this driver started (its raylet's children)."""
-    table = processes()
-    raylets = {pid for pid, (_, group, command) in table.items() if group == driver.pid and "raylet" in command}
-    return [pid for pid, (parent, _, command) in table.items()
-            if parent in raylets and command.startswith("ray::ImplicitFunc")]
-
-
 def _record(root: Path, model_id: str) -> dict:
     return json.loads(Storage(root).read_text(record_path(model_id)))
 
@@ -46,7 +38,7 @@ def test_a_killed_trial_worker_is_retried_and_continues_from_its_checkpoint(tmp_
     driver = _train(_grid_file(tmp_path), root, SELECTION + ",scale=2", tmp_path)
     storage = Storage(root)
     wait_for(lambda: storage.is_file(checkpoint_path(model_id)), what="a first checkpoint")
-    workers = _trial_workers(driver)
+    workers = ray_workers(driver, "ray::ImplicitFunc")
     assert len(workers) == 1
     os.kill(workers[0], signal.SIGKILL)
     assert driver.wait(timeout=300) == 0

@@ -38,20 +38,24 @@ class CropRows:
     """A Ray Data batch function: decode each row's PNG, crop it, and add its class index.
 
     ``label`` is the index of the row's ``target`` value in ``labels``, or -1 for a value the
-    classifier has no class for (published models seen by a custom-model classifier)."""
+    classifier has no class for (published models seen by a custom-model classifier). With
+    ``crops_per_image`` > 1 each image is decoded once and gives that many random crops (small photo sets)."""
 
-    def __init__(self, target: str, labels: list[str], crop_size: int, random_crops: bool):
-        self.target, self.crop_size = target, crop_size
+    def __init__(self, target: str, labels: list[str], crop_size: int, random_crops: bool, crops_per_image: int = 1):
+        self.target, self.crop_size, self.copies = target, crop_size, crops_per_image if random_crops else 1
         self.index = {label: position for position, label in enumerate(labels)}
         self.rng = np.random.default_rng() if random_crops else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images = [crop(decode_image(png, f"{model_id}/{image_id}"), self.crop_size, self.rng, f"{model_id}/{image_id}")
-                  for png, model_id, image_id in zip(batch["png"], batch["model_id"], batch["image_id"])]
-        out = {name: values for name, values in batch.items() if name != "png"}
+        images = []
+        for png, model_id, image_id in zip(batch["png"], batch["model_id"], batch["image_id"]):
+            name = f"{model_id}/{image_id}"
+            image = decode_image(png, name)
+            images += [crop(image, self.crop_size, self.rng, name) for _ in range(self.copies)]
+        out = {name: np.repeat(values, self.copies, axis=0) for name, values in batch.items() if name != "png"}
         out["image"] = (np.stack(images) if images
                         else np.zeros((0, self.crop_size, self.crop_size, 3), dtype=np.uint8))
-        out["label"] = np.array([self.index.get(str(value), -1) for value in batch[self.target]], dtype=np.int64)
+        out["label"] = np.array([self.index.get(str(value), -1) for value in out[self.target]], dtype=np.int64)
         return out
 
 

@@ -24,7 +24,7 @@ def labelled_crops(storage: Storage, model_ids: list[str], split: str, target: s
     rows = read_split(storage, model_ids, split)
     if training:
         rows = rows.randomize_block_order()
-    return rows.map_batches(CropRows(target, labels, settings.crop_size, random_crops=training),
+    return rows.map_batches(CropRows(target, labels, settings.crop_size, training, settings.crops_per_image),
                             batch_format="numpy", num_cpus=0.5).select_columns(["image", "label"])
 
 
@@ -40,8 +40,9 @@ def fit(storage: Storage, folder: str, target: str, labels: list[str], train_ids
                                      resources_per_worker=resources),
         run_config=RunConfig(name=folder.rsplit("/", 1)[-1], storage_path=storage.path(f"{folder}/ray"),
                              storage_filesystem=storage.fs, failure_config=FailureConfig(settings.max_failures)),
-        datasets={split: labelled_crops(storage, train_ids, split, target, labels, settings)
-                  for split in ("train", "val")})
+        # Validation crops are the same every epoch: computed once; training crops are new each epoch.
+        datasets={"train": labelled_crops(storage, train_ids, "train", target, labels, settings),
+                  "val": labelled_crops(storage, train_ids, "val", target, labels, settings).materialize()})
     try:
         trainer.fit()
     except Exception as error:  # Train raises its own error types, wrapping the worker's

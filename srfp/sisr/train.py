@@ -141,8 +141,9 @@ def _step(state: _State, lr: torch.Tensor, hr: torch.Tensor, adversarial_phase: 
 
 
 def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callable[[dict], None] = lambda m: None,
-                device: torch.device | None = None, pretrained_perceptual: bool | None = None) -> dict:
-    """Train one model to ``grid.training.iterations``, resuming from its checkpoint; returns its record."""
+                device: torch.device | None = None, pretrained_perceptual: bool | None = None, node: str = "") -> dict:
+    """Train one model to ``grid.training.iterations``, resuming from its checkpoint; returns its record
+    (``node``: where it ran, e.g. a Ray node id, kept in the record)."""
     settings = grid.training
     device = device or choose_device()
     pretrained = settings.pretrained_perceptual if pretrained_perceptual is None else pretrained_perceptual
@@ -179,17 +180,17 @@ def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callab
             window_start, window_iterations = time.perf_counter(), 0
     if not metrics:  # the checkpoint was already at the last iteration
         metrics = {"iteration": state.iteration, "val_psnr": validate(state.model, validation, device)}
-    return _finish(spec, grid, storage, state, metrics, resumed_from, device)
+    return _finish(spec, grid, storage, state, metrics, resumed_from, device, node)
 
 
-def _finish(spec, grid, storage, state: _State, metrics: dict, resumed_from: int, device) -> dict:
+def _finish(spec, grid, storage, state: _State, metrics: dict, resumed_from: int, device, node: str) -> dict:
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in state.model.state_dict().items()}
     storage.write_bytes(weights_path(spec.model_id), save_safetensors(weights, metadata={"model_id": spec.model_id}))
     record = {**spec.as_dict(), "arch_options": grid.archs.get(spec.arch, {}), "grid": grid.name,
               "training": dataclasses.asdict(grid.training),
               "iterations": state.iteration, "val_psnr": metrics.get("val_psnr"),
               "images_per_second": metrics.get("images_per_second"), "train_seconds": round(state.seconds, 3),
-              "resumed_from_iteration": resumed_from, "device": device.type}
+              "resumed_from_iteration": resumed_from, "device": device.type, "node": node}
     text = json.dumps(record, indent=2)
     storage.write_text(record_path(spec.model_id), text)
     storage.delete(checkpoint_path(spec.model_id))

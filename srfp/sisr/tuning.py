@@ -13,6 +13,7 @@ import json
 import time
 
 import pandas as pd
+import ray
 import torch
 from ray import tune
 
@@ -39,7 +40,8 @@ def run_trial(config: dict, grid: GridSpec, root: str) -> None:
     spec = SISRSpec.from_id(config["model_id"])
     if is_trained(storage, spec.model_id):
         return
-    train_model(spec, grid, storage, report=tune.report, device=choose_device(trial.gpus > 0))
+    train_model(spec, grid, storage, report=tune.report, device=choose_device(trial.gpus > 0),
+                node=ray.get_runtime_context().get_node_id())
 
 
 def preflight(grid: GridSpec, specs: list[SISRSpec]) -> None:

@@ -1,0 +1,286 @@
+"""The report: the study's tables and figures from whatever a run has computed.
+
+``write_report`` reads the storage root only (models, shards, classifier predictions) and writes
+``report/report.md``, ``report/tables/*.csv`` and ``report/figures/*.png``. Each section says what it
+still lacks and which command computes it, so a partial run gives a partial report.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from srfp.analysis import figures
+from srfp.analysis.accuracy import grouped_accuracy, seed_triplet_accuracy, vote_accuracy
+from srfp.analysis.acutance import acutance_baseline
+from srfp.analysis.measures import image_measures
+from srfp.classify.predict import read_predictions
+from srfp.gridspec import GridSpec
+from srfp.spec import TARGETS
+from srfp.storage import Storage
+from srfp.superres.shards import complete_models, read_shard
+from srfp.tasks import tasks_of
+
+RESULT, PREDICTIONS = "result.json", "predictions.parquet"
+
+
+@dataclass
+class Section:
+    title: str
+    lines: list[str] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, bytes] = field(default_factory=dict)
+
+    def table(self, name: str, frame: pd.DataFrame, caption: str) -> None:
+        self.tables[name] = frame
+        self.lines += [f"{caption} (`tables/{name}.csv`)", "", markdown_table(frame), ""]
+
+    def figure(self, name: str, png: bytes, caption: str) -> None:
+        self.figures[name] = png
+        self.lines += [f"![{caption}](figures/{name}.png)", "", f"*{caption}*", ""]
+
+    def missing(self, what: str, command: str) -> None:
+        self.lines += [f"> Not computed yet: {what}. Run `{command}`.", ""]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        return f"{value:.3f}" if isinstance(value, (float, np.floating)) else str(value)
+    rows = [" | ".join(map(str, frame.columns)), " | ".join("---" for _ in frame.columns)]
+    rows += [" | ".join(cell(v) for v in record) for record in frame.itertuples(index=False)]
+    return "\n".join(f"| {row} |" for row in rows)
+
+
+def classifier_results(storage: Storage) -> dict[str, dict[str, dict]]:
+    """Every finished classifier: backbone -> task name -> result record."""
+    results = {}
+    for backbone_folder in storage.list_dirs("classifiers"):
+        for folder in storage.list_dirs(backbone_folder):
+            if storage.is_file(f"{folder}/{RESULT}"):
+                result = json.loads(storage.read_text(f"{folder}/{RESULT}"))
+                results.setdefault(result["backbone"], {})[result["task"]] = {**result, "folder": folder}
+    return results
+
+
+def _predictions(storage: Storage, result: dict) -> pd.DataFrame:
+    return read_predictions(storage, f"{result['folder']}/{PREDICTIONS}")
+
+
+def _accuracies(predictions: pd.DataFrame, labels: list[str], vote_size: int, repeats: int) -> dict:
+    return {"accuracy_1_image": float((predictions.predicted_label == predictions.true_label).mean()),
+            f"accuracy_{vote_size}_image_vote": vote_accuracy(predictions, labels, vote_size, repeats)}
+
+
+def model_quality(grid: GridSpec, storage: Storage) -> Section:
+    """Table 6: validation PSNR from training and the mean PSNR over the photo set, per model."""
+    section = Section("Model quality (Table 6)")
+    rows = []
+    for model in complete_models(storage):
+        psnr = read_shard(storage, model.model_id, columns=["psnr"]).column("psnr").to_numpy()
+        rows.append({"model_id": model.model_id, "photo_psnr_db": float(np.mean(psnr))})
+    if not rows:
+        section.missing("super-resolved photos", "python -m srfp.grid superresolve")
+        return section
+    table = pd.DataFrame(rows)
+    if storage.is_file("models/psnr.csv"):
+        validation = pd.read_csv(io.BytesIO(storage.read_bytes("models/psnr.csv")))
+        table = table.merge(validation.rename(columns={"psnr": "validation_psnr_db"})[["model_id", "validation_psnr_db"]],
+                            on="model_id", how="left")
+    section.table("model_quality", table, "Y-PSNR (dB, border of the scale cropped) of each model: mean over "
+                  "the photo set, and on the validation images at the end of training")
+    section.lines += ["LPIPS is not computed by srfp; PSNR is the quality figure here.", ""]
+    return section
+
+
+def dataset_statistics(measures: pd.DataFrame) -> Section:
+    """Table 5: images, pixels, PNG bits per pixel and greyscale entropy, by source and scale."""
+    section = Section("Dataset statistics (Table 5)")
+    if measures.empty:
+        section.missing("super-resolved photos", "python -m srfp.grid superresolve")
+        return section
+    table = measures.groupby(["source", "scale"]).agg(
+        models=("model_id", "nunique"), images=("image_id", "size"), pixels_per_image=("pixels", "mean"),
+        png_bits_per_pixel=("png_bits_per_pixel", "mean"), grey_entropy_bits=("grey_entropy", "mean")).reset_index()
+    section.table("dataset_statistics", table, "Super-resolved images by source and scale (means per image)")
+    return section
+
+
+def attribution(grid: GridSpec, storage: Storage, result: dict | None) -> Section:
+    """Table 2 (accuracy grouped by each hyperparameter) and Figure 3 (seed triplets)."""
+    section = Section("Attribution (Table 2, Figure 3)")
+    if result is None:
+        section.missing("the attribution classifier", "python -m srfp.grid attribute")
+        return section
+    settings = grid.classifier
+    predictions = _predictions(storage, result)
+    scored = predictions[predictions.role == "test"]
+    summary = result["summary"]
+    section.table("attribution", pd.DataFrame([{
+        "models": summary["models"], "test_images": summary["images"], "chance": summary["chance"],
+        "accuracy_1_image": summary["accuracy_1_image"], f"accuracy_{summary['vote_size']}_image_vote":
+        summary["accuracy_vote"], "accuracy_mean_probability_vote": summary["accuracy_vote_mean_probability"]}]),
+        f"Attribution over {summary['classes']} models ({result['backbone']})")
+    grouped = []
+    for attribute in ("scale", "loss", "arch", "dataset"):
+        table = grouped_accuracy(scored, attribute)
+        table[f"accuracy_{settings.vote_size}_image_vote"] = [
+            vote_accuracy(scored[scored[attribute] == value], result["labels"], settings.vote_size, settings.vote_repeats)
+            for value in table["value"]]
+        grouped.append(table)
+    section.table("attribution_by_hyperparameter", pd.concat(grouped, ignore_index=True),
+                  "Attribution accuracy for the test images of the models with each hyperparameter value")
+    triplets = seed_triplet_accuracy(scored, result["labels"])
+    if triplets.empty:
+        section.lines += ["No seed triplets: the grid has no models that differ only in their seed "
+                          "(the paper grid trains seeds 2 and 3 on DIV2K).", ""]
+    else:
+        by_group = triplets.groupby(["scale", "loss"])["correct"].agg(["mean", "size"]).reset_index()
+        by_group = pd.concat([by_group, pd.DataFrame([{"scale": "all", "loss": "all", "mean": triplets["correct"].mean(),
+                                                        "size": len(triplets)}])], ignore_index=True)
+        section.table("seed_triplets", by_group.rename(columns={"mean": "accuracy", "size": "images"}),
+                      "Seed triplets: how often an image's own model scores highest among its seed-mates")
+        section.figure("seed_triplets", figures.seed_triplet_figure(triplets), "Seed-triplet accuracy by scale and loss")
+    return section
+
+
+def parsers(grid: GridSpec, results: dict[str, dict]) -> Section:
+    """Table 3: each parser's 1-image / N-image accuracy on its held-out value, and chance."""
+    section = Section("Parsers on held-out values (Table 3)")
+    holdout_tasks = [task for task in tasks_of(grid) if task.kind == "parser" and task.holdout]
+    rows, tokens = {}, []
+    for task in holdout_tasks:
+        tokens += [task.holdout.token] if task.holdout.token not in tokens else []
+        result = results.get(task.name)
+        row = rows.setdefault(task.target, {"target": task.target})
+        if result:
+            summary = result["summary"]
+            row[task.holdout.token] = f"{summary['accuracy_1_image']:.3f} / {summary['accuracy_vote']:.3f}"
+            row["chance"] = f"{summary['chance']:.3f}"
+        else:
+            row[task.holdout.token] = "not run"
+    if not holdout_tasks:
+        section.lines += ["The grid file asks for no holdout parsers.", ""]
+        return section
+    table = pd.DataFrame(list(rows.values()), columns=["target", *tokens, "chance"]).fillna("")
+    section.table("parsers", table, f"Parser accuracy, 1 image / {grid.classifier.vote_size}-image vote, "
+                  "on the models with the held-out value (columns); empty: the grid has no such parser")
+    if any(not results.get(task.name) for task in holdout_tasks):
+        section.missing("some parsers (marked \"not run\")", "python -m srfp.grid parse --all")
+    return section
+
+
+def acutance_section(grid: GridSpec, measures: pd.DataFrame, results: dict[str, dict]) -> Section:
+    """Table 7: the acutance k-NN baseline for each holdout parser, beside the classifier where it ran."""
+    section = Section("Acutance baseline (Table 7)")
+    if measures.empty:
+        section.missing("super-resolved photos", "python -m srfp.grid superresolve")
+        return section
+    specs, rows = grid.specs(), []
+    settings = grid.classifier
+    for task in tasks_of(grid):
+        if task.kind != "parser" or not task.holdout:
+            continue
+        baseline = acutance_baseline(measures, task.target, [s.model_id for s in task.train_models(specs)],
+                                     [s.model_id for s in task.test_models(specs)], 20, settings.vote_size,
+                                     settings.vote_repeats)
+        result = results.get(task.name)
+        rows.append({"task": task.name, "chance": baseline["chance"], "acutance_1_image": baseline["accuracy_1_image"],
+                     f"acutance_{settings.vote_size}_image_vote": baseline["accuracy_vote"],
+                     "classifier_1_image": result["summary"]["accuracy_1_image"] if result else np.nan,
+                     "k": baseline["k"]})
+    if rows:
+        section.table("acutance_baseline", pd.DataFrame(rows), "k-NN (k = 20) on the variance of the Laplacian of "
+                      "the greyscale image, trained and tested on the same models and photos as each parser")
+    return section
+
+
+def published_models(storage: Storage, results: dict[str, dict]) -> Section:
+    """Figure 4: what the all-model parsers say about each published model."""
+    section = Section("Published models seen by the parsers (Figure 4)")
+    matrices, truths = {}, {}
+    for target in TARGETS:
+        result = results.get(f"parse-{target}-all")
+        if not result or not result["published_models"]:
+            continue
+        rows = _predictions(storage, result)
+        rows = rows[rows.role == "published"]
+        matrix = pd.crosstab(rows.model_id, rows.predicted_label).reindex(columns=result["labels"], fill_value=0)
+        matrices[target] = matrix
+        truths[target] = dict(zip(rows.model_id, rows.true_label))
+        section.table(f"published_{target}", matrix.reset_index(), f"Predicted {target} of each published model's "
+                      "test images (counts)")
+    if matrices:
+        section.figure("published_parsers", figures.published_parser_figure(matrices, truths),
+                       "Parser predictions for each published model; true values outlined where known")
+    elif not any(r["published_models"] for r in results.values()):
+        section.missing("published models", "python -m srfp.grid ingest FOLDER, then python -m srfp.grid parse --all")
+    else:
+        section.missing("parsers trained on every model", "python -m srfp.grid parse --target scale (and loss, arch)")
+    return section
+
+
+def tsne(storage: Storage, result: dict | None) -> Section:
+    """Figure 2: t-SNE of the attribution classifier's features, by (scale, loss)."""
+    from sklearn.manifold import TSNE
+
+    section = Section("Classifier features (Figure 2)")
+    if result is None:
+        section.missing("the attribution classifier", "python -m srfp.grid attribute")
+        return section
+    predictions = _predictions(storage, result)
+    panels = []
+    for role, title in (("test", "custom models"), ("published", "published models, custom classifier")):
+        rows = predictions[predictions.role == role]
+        if len(rows) < 3:
+            continue
+        features = np.stack(rows.features.to_numpy())
+        points = TSNE(perplexity=min(30.0, len(rows) - 1.0), init="pca", random_state=0).fit_transform(features)
+        groups = ([f"x{s}, {loss}" for s, loss in zip(rows.scale, rows.loss)] if role == "test" else list(rows.arch))
+        panels.append((f"{title} ({len(rows)} images)", points, groups))
+    if panels:
+        section.figure("tsne", figures.tsne_figure(panels), f"t-SNE of the {len(predictions.features.iloc[0])}-d "
+                       f"features of the attribution classifier ({result['backbone']})")
+    return section
+
+
+def backbones(results: dict[str, dict[str, dict]]) -> Section:
+    """Tables 8 and 9: the same tasks with other backbones, when they were run."""
+    section = Section("Backbone comparison (Tables 8, 9)")
+    if len(results) < 2:
+        section.lines += [f"Only {', '.join(results) or 'no'} backbone was run; run a grid file with another "
+                          "classifier.backbone on the same root to compare.", ""]
+        return section
+    rows = [{"backbone": backbone, "task": task, "accuracy_1_image": r["summary"]["accuracy_1_image"],
+             "accuracy_vote": r["summary"]["accuracy_vote"]}
+            for backbone, tasks in sorted(results.items()) for task, r in sorted(tasks.items())]
+    section.table("backbones", pd.DataFrame(rows), "Test accuracy of each task with each backbone")
+    return section
+
+
+def build_report(grid: GridSpec, storage: Storage, log=print) -> list[Section]:
+    results = classifier_results(storage)
+    primary = results.get(grid.classifier.backbone, {})
+    measures = image_measures(storage, complete_models(storage), log)
+    return [model_quality(grid, storage), dataset_statistics(measures),
+            attribution(grid, storage, primary.get("attribution")), parsers(grid, primary),
+            acutance_section(grid, measures, primary), published_models(storage, primary),
+            tsne(storage, primary.get("attribution")), backbones(results)]
+
+
+def write_report(grid: GridSpec, storage: Storage, log=print) -> str:
+    """Write report.md, its tables and figures under ``<root>/report``; returns report.md's URI."""
+    sections = build_report(grid, storage, log)
+    lines = [f"# Fingerprints of super-resolution networks: grid {grid.name}", "",
+             f"Storage root: `{storage.uri}`. Classifier backbone: {grid.classifier.backbone}.", ""]
+    for section in sections:
+        lines += [f"## {section.title}", "", *section.lines]
+        for name, table in section.tables.items():
+            storage.write_text(f"report/tables/{name}.csv", table.to_csv(index=False))
+        for name, png in section.figures.items():
+            storage.write_bytes(f"report/figures/{name}.png", png)
+    storage.write_text("report/report.md", "\n".join(lines))
+    return storage.uri_of("report/report.md")

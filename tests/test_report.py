@@ -1,0 +1,107 @@
+"""The report: every table checked against values computed independently from predictions and images."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy.signal import convolve2d
+from sklearn.neighbors import KNeighborsClassifier
+
+from conftest import untrained_root
+from srfp import grid as cli
+from srfp.gridspec import load_grid
+from srfp.superres.shards import read_shard
+
+
+@pytest.fixture(scope="module")
+def report(classified_root):
+    assert cli.main(["report", "--root", classified_root.uri]) == 0
+    return classified_root
+
+
+def table(root, name) -> pd.DataFrame:
+    return pd.read_csv(root.path(f"report/tables/{name}.csv"))
+
+
+def predictions(root, task) -> pd.DataFrame:
+    return pd.read_parquet(root.path(f"classifiers/xception_narrow/{task}/predictions.parquet"))
+
+
+def test_attribution_accuracy_by_each_hyperparameter(report):
+    rows = predictions(report, "attribution")
+    rows = rows[rows.role == "test"]
+    grouped = table(report, "attribution_by_hyperparameter")
+    for attribute in ("scale", "loss", "arch", "dataset"):
+        for value, members in rows.groupby(attribute):
+            expected = sum(p == t for p, t in zip(members.predicted_label, members.true_label)) / len(members)
+            cell = grouped[(grouped.attribute == attribute) & (grouped.value.astype(str) == str(value))]
+            assert cell.accuracy.item() == pytest.approx(expected) and cell.images.item() == len(members)
+    overall = table(report, "attribution")
+    assert overall.chance.item() == pytest.approx(1 / 16)
+    assert overall.accuracy_1_image.item() == pytest.approx((rows.predicted_label == rows.true_label).mean())
+
+
+def test_the_parser_table_has_one_and_ten_image_accuracy_per_held_out_value(report):
+    rows = predictions(report, "parse-scale-holdout-L1")
+    per_model = rows.groupby("model_id").apply(lambda m: (m.predicted_label == m.true_label).mean(), include_groups=False)
+    one_image = (rows.predicted_label == rows.true_label).mean()
+    parsers = table(report, "parsers").set_index("target")
+    # One test photo per model: the 10-image vote has that one image, so it is the per-model accuracy.
+    assert parsers.loc["scale", "L1"] == f"{one_image:.3f} / {per_model.mean():.3f}"
+    assert parsers.loc["scale", "chance"] == pytest.approx(0.5)
+    assert parsers.loc["loss", "RCAN"] == "not run"
+    assert "python -m srfp.grid parse --all" in report.read_text("report/report.md")
+
+
+def test_the_acutance_baseline_matches_an_independent_k_nearest_neighbours(report):
+    def acutance(png):
+        grey = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64) @ [0.299, 0.587, 0.114]
+        return convolve2d(grey, [[0, 1, 0], [1, -4, 1], [0, 1, 0]], mode="valid").var()
+
+    def images(model_ids, split):
+        rows = [(acutance(r["png"]), str(r["scale"])) for m in model_ids
+                for r in read_shard(report, m, ["png", "scale", "split"]).to_pylist() if r["split"] == split]
+        return np.array([[a] for a, _ in rows]), [s for _, s in rows]
+
+    models = [s for s in load_grid("smoke").specs()]
+    train_x, train_y = images([s.model_id for s in models if s.loss != "L1"], "train")
+    test_x, test_y = images([s.model_id for s in models if s.loss == "L1"], "test")
+    knn = KNeighborsClassifier(n_neighbors=20).fit(train_x, train_y)
+    expected = np.mean(knn.predict(test_x) == np.array(test_y))
+    baseline = table(report, "acutance_baseline").set_index("task")
+    assert baseline.loc["parse-scale-holdout-L1", "acutance_1_image"] == pytest.approx(expected)
+    assert baseline.loc["parse-scale-holdout-L1", "k"] == 20
+
+
+def test_dataset_statistics_count_images_and_bits_per_pixel(report):
+    stats = table(report, "dataset_statistics").set_index(["source", "scale"])
+    assert stats.loc[("custom", 2), "images"] == 8 * 7 and stats.loc[("pretrained", 4), "models"] == 1
+    shard = read_shard(report, "EDSR-div2k-x2-L1-s1", ["png", "height", "width"]).to_pylist()
+    bits = [8 * len(r["png"]) / (r["height"] * r["width"]) for r in shard]
+    assert min(bits) < stats.loc[("custom", 2), "png_bits_per_pixel"] * 3
+
+
+def test_published_models_get_a_matrix_of_parser_predictions_and_the_figures_are_images(report):
+    matrix = table(report, "published_scale").set_index("model_id")
+    rows = predictions(report, "parse-scale-all")
+    rows = rows[rows.role == "published"]
+    expected = pd.crosstab(rows.model_id, rows.predicted_label)
+    for model_id, counts in expected.iterrows():
+        for label, count in counts.items():
+            assert matrix.loc[model_id, str(label)] == count
+    for figure in ("tsne", "published_parsers"):
+        image = Image.open(report.path(f"report/figures/{figure}.png"))
+        assert image.size[0] > 500 and image.size[1] > 200
+    text = report.read_text("report/report.md")
+    assert "![t-SNE of the 512-d features" in text and "No seed triplets" in text
+
+
+def test_a_partial_run_gives_a_partial_report_naming_the_commands_to_run(tmp_path):
+    root = untrained_root(tmp_path / "run", load_grid("smoke"))
+    assert cli.main(["report", "--root", root.uri]) == 0
+    text = root.read_text("report/report.md")
+    assert "Not computed yet: the attribution classifier. Run `python -m srfp.grid attribute`." in text
+    assert "Not computed yet: published models. Run `python -m srfp.grid ingest FOLDER" in text
+    assert root.is_file("report/tables/acutance_baseline.csv") and root.is_file("report/tables/model_quality.csv")
