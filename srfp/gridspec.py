@@ -251,7 +251,7 @@ BUNDLED_GRIDS = ("smoke", "paper")
 def resolve_grid_path(name_or_path: str | Path) -> Path:
     """A grid file path, or the name of a grid shipped with srfp (``smoke``, ``paper``)."""
     path = Path(name_or_path)
-    if path.exists():
+    if path.is_file():  # a folder named like a bundled grid (a run's root, say) is not a grid file
         return path
     if str(name_or_path) in BUNDLED_GRIDS:
         return Path(str(resources.files("srfp.grids") / f"{name_or_path}.yaml"))

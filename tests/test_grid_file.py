@@ -109,3 +109,11 @@ def test_unknown_holdout_lists_every_valid_value():
 def test_holdout_tokens_are_case_insensitive_and_accept_the_papers_spelling(token, attribute, value):
     holdout = parse_holdout(token)
     assert (holdout.attribute, holdout.value) == (attribute, value)
+
+
+def test_a_bundled_grid_name_is_not_shadowed_by_a_folder_of_that_name(tmp_path, monkeypatch):
+    from srfp.gridspec import load_grid
+
+    (tmp_path / "smoke").mkdir()  # e.g. a run's storage root named after its grid
+    monkeypatch.chdir(tmp_path)
+    assert load_grid("smoke").name == "smoke"
