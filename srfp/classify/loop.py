@@ -79,6 +79,25 @@ def count_correct(classifier: Classifier, batches: Iterable[dict], device) -> tu
     return correct, total
 
 
+@torch.no_grad()
+def recalibrate_batch_norm(classifier: Classifier, batches: Iterable[dict], device) -> None:
+    """Recompute the batch-norm running statistics as plain averages over these (training) batches.
+
+    After few optimiser steps the running averages lag far behind the weights, and evaluation, which uses
+    them, sees a different network than training did (``classifier.recalibrate_batch_norm``)."""
+    norms = [m for m in classifier.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average
+    classifier.train()
+    for batch in batches:
+        with autocast(device):
+            classifier(batch["image"].to(device))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+
+
 def _all_reduce(*values: int) -> list[int]:
     """Sum counts over the workers (DDP's process group), or return them as they are with one worker."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -124,6 +143,8 @@ def train_loop_per_worker(config: dict) -> None:
                 scheduler.load_state_dict(state["scheduler"])
         metrics = train_epoch(model, classifier, phase, train_shard.iter_torch_batches(
             batch_size=settings.batch_size, local_shuffle_buffer_size=settings.shuffle_buffer), optimizer, device)
+        if settings.recalibrate_batch_norm and phase == "all":
+            recalibrate_batch_norm(classifier, train_shard.iter_torch_batches(batch_size=settings.batch_size), device)
         correct, total = _all_reduce(*count_correct(classifier, val_shard.iter_torch_batches(
             batch_size=settings.batch_size), device))
         accuracy = correct / max(total, 1)
