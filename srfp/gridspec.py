@@ -181,9 +181,10 @@ class ClassifierSettings:
     finetune_epochs: int = 15
     learning_rate: float = 5e-4
     plateau_patience: int = 3
-    #: Recompute batch-norm statistics on the training crops after each fine-tuning epoch, before
-    #: validation: for short trainings (a few hundred steps), whose running averages lag behind.
-    recalibrate_batch_norm: bool = False
+    #: Recompute batch-norm statistics from this many of an epoch's last training batches after each
+    #: fine-tuning epoch, before validation: for short trainings (a few hundred steps), whose running
+    #: averages lag behind the weights. 0: off (the study).
+    recalibrate_batch_norm: int = 0
     workers: int = 1
     worker: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1, gpu_hours=6))
     vote_size: int = 10

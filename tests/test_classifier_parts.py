@@ -129,3 +129,22 @@ def test_several_random_crops_of_each_training_image_for_small_photo_sets():
     assert rows["image"].shape == (4, 16, 16, 3) and rows["label"].tolist() == [0] * 4
     assert len({crop.tobytes() for crop in rows["image"]}) == 4 and rows["model_id"].tolist() == ["a"] * 4
     assert CropRows("scale", ["2", "4"], 16, random_crops=False, crops_per_image=4)(batch)["image"].shape[0] == 1
+
+
+def test_batch_norm_recalibration_makes_evaluation_see_the_network_as_trained():
+    from srfp.classify.loop import recalibrate_batch_norm
+
+    torch.manual_seed(0)
+    classifier = Classifier("resnet18", 2, False)
+    batch = {"image": torch.randint(0, 256, (16, 64, 64, 3), dtype=torch.uint8)}
+    with torch.no_grad():
+        classifier.train()
+        as_trained = classifier(batch["image"])
+        classifier.eval()
+        before = classifier(batch["image"])
+        recalibrate_batch_norm(classifier, [batch], torch.device("cpu"))
+        classifier.eval()
+        after = classifier(batch["image"])
+    error = lambda outputs: ((outputs - as_trained).norm() / as_trained.norm()).item()  # noqa: E731
+    assert error(before) > 0.1 and error(after) < 0.01
+    assert classifier.network.bn1.momentum == 0.1  # the usual running average afterwards

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +85,8 @@ def recalibrate_batch_norm(classifier: Classifier, batches: Iterable[dict], devi
     """Recompute the batch-norm running statistics as plain averages over these (training) batches.
 
     After few optimiser steps the running averages lag far behind the weights, and evaluation, which uses
-    them, sees a different network than training did (``classifier.recalibrate_batch_norm``)."""
+    them, sees a different network than training did (``classifier.recalibrate_batch_norm``: the number
+    of the epoch's last training batches to use)."""
     norms = [m for m in classifier.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
@@ -96,6 +98,14 @@ def recalibrate_batch_norm(classifier: Classifier, batches: Iterable[dict], devi
             classifier(batch["image"].to(device))
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
+
+
+def _remembering(batches: Iterable[dict], kept: deque) -> Iterator[dict]:
+    """Pass the batches through, keeping the last ``kept.maxlen`` of them."""
+    for batch in batches:
+        if kept.maxlen:
+            kept.append(batch)
+        yield batch
 
 
 def _all_reduce(*values: int) -> list[int]:
@@ -141,10 +151,12 @@ def train_loop_per_worker(config: dict) -> None:
             if state["phase"] == phase:  # resuming inside this phase: its optimizer state continues
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
-        metrics = train_epoch(model, classifier, phase, train_shard.iter_torch_batches(
-            batch_size=settings.batch_size, local_shuffle_buffer_size=settings.shuffle_buffer), optimizer, device)
-        if settings.recalibrate_batch_norm and phase == "all":
-            recalibrate_batch_norm(classifier, train_shard.iter_torch_batches(batch_size=settings.batch_size), device)
+        last_batches = deque(maxlen=settings.recalibrate_batch_norm)
+        metrics = train_epoch(model, classifier, phase, _remembering(train_shard.iter_torch_batches(
+            batch_size=settings.batch_size, local_shuffle_buffer_size=settings.shuffle_buffer), last_batches),
+            optimizer, device)
+        if last_batches and phase == "all":
+            recalibrate_batch_norm(classifier, last_batches, device)
         correct, total = _all_reduce(*count_correct(classifier, val_shard.iter_torch_batches(
             batch_size=settings.batch_size), device))
         accuracy = correct / max(total, 1)
