@@ -100,7 +100,12 @@ def test_published_models_get_a_matrix_of_parser_predictions_and_the_figures_are
 
 def test_a_partial_run_gives_a_partial_report_naming_the_commands_to_run(tmp_path):
     root = untrained_root(tmp_path / "run", load_grid("smoke"))
+    root.write_text("models/psnr.csv", "model_id,arch,dataset,scale,loss,seed,val_psnr,iterations,images_per_second\n"
+                                       "EDSR-div2k-x2-L1-s1,EDSR,div2k,2,L1,1,31.25,800,400.0\n")
     assert cli.main(["report", "--root", root.uri]) == 0
+    quality = table(root, "model_quality").set_index("model_id")
+    assert quality.loc["EDSR-div2k-x2-L1-s1", "validation_psnr_db"] == 31.25
+    assert quality["validation_psnr_db"].isna().sum() == 15  # the untrained models have no validation PSNR
     text = root.read_text("report/report.md")
     assert "Not computed yet: the attribution classifier. Run `python -m srfp.grid attribute`." in text
     assert "Not computed yet: published models. Run `python -m srfp.grid ingest FOLDER" in text

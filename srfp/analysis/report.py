@@ -88,7 +88,7 @@ def model_quality(grid: GridSpec, storage: Storage) -> Section:
     table = pd.DataFrame(rows)
     if storage.is_file("models/psnr.csv"):
         validation = pd.read_csv(io.BytesIO(storage.read_bytes("models/psnr.csv")))
-        table = table.merge(validation.rename(columns={"psnr": "validation_psnr_db"})[["model_id", "validation_psnr_db"]],
+        table = table.merge(validation.rename(columns={"val_psnr": "validation_psnr_db"})[["model_id", "validation_psnr_db"]],
                             on="model_id", how="left")
     section.table("model_quality", table, "Y-PSNR (dB, border of the scale cropped) of each model: mean over "
                   "the photo set, and on the validation images at the end of training")
