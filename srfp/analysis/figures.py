@@ -39,8 +39,9 @@ def tsne_figure(panels: list[tuple[str, np.ndarray, list[str]]]) -> bytes:
 def seed_triplet_figure(table: pd.DataFrame) -> bytes:
     """Seed-triplet accuracy by (scale, loss), with the overall figure as a line."""
     groups = table.groupby(["scale", "loss"])["correct"].mean()
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = plt.subplots(figsize=(8, 4.5))
     axis.bar([f"x{scale}, {loss}" for scale, loss in groups.index], groups.to_numpy(), color="tab:blue")
+    axis.tick_params(axis="x", labelrotation=30)
     axis.axhline(table["correct"].mean(), color="black", linestyle="--", label="all seed triplets")
     axis.axhline(1 / 3, color="grey", linestyle=":", label="chance (1 of 3)")
     axis.set_ylim(0, 1)
@@ -52,7 +53,7 @@ def seed_triplet_figure(table: pd.DataFrame) -> bytes:
 
 def published_parser_figure(matrices: dict[str, pd.DataFrame], truths: dict[str, dict[str, str]]) -> bytes:
     """For each target, counts of each predicted value per published model; true values outlined."""
-    figure, axes = plt.subplots(1, len(matrices), figsize=(4 + 2.5 * len(matrices), 1.5 + 0.45 * max(
+    figure, axes = plt.subplots(1, len(matrices), figsize=(2 + 5.5 * len(matrices), 2 + 0.45 * max(
         len(m) for m in matrices.values())), squeeze=False)
     for axis, (target, matrix) in zip(axes[0], matrices.items()):
         axis.imshow(matrix.to_numpy(), cmap="Blues", aspect="auto")
@@ -63,7 +64,8 @@ def published_parser_figure(matrices: dict[str, pd.DataFrame], truths: dict[str,
                 axis.text(column, row, int(matrix.iloc[row, column]), ha="center", va="center", fontsize=8)
                 if truths[target].get(model) == value:
                     axis.add_patch(plt.Rectangle((column - .5, row - .5), 1, 1, fill=False, edgecolor="red", lw=2))
-        axis.set_title(f"predicted {target} (red: true value)")
+        axis.set_title(f"predicted {target}")
         axis.set_xlabel(target)
     axes[0][0].set_ylabel("published model")
+    figure.suptitle("Parser predictions per published model (counts; red outline: the true value, where known)")
     return _png(figure)
