@@ -110,3 +110,20 @@ def test_a_partial_run_gives_a_partial_report_naming_the_commands_to_run(tmp_pat
     assert "Not computed yet: the attribution classifier. Run `python -m srfp.grid attribute`." in text
     assert "Not computed yet: published models. Run `python -m srfp.grid ingest FOLDER" in text
     assert root.is_file("report/tables/acutance_baseline.csv") and root.is_file("report/tables/model_quality.csv")
+
+
+def test_classifiers_of_several_backbones_on_one_root_give_the_backbone_comparison(report, tmp_path):
+    import json
+    import shutil
+
+    from srfp.storage import Storage
+
+    root = Storage(shutil.copytree(report.uri, tmp_path / "run"))
+    result = json.loads(root.read_text("classifiers/xception_narrow/attribution/result.json"))
+    other = {**result, "backbone": "resnet18", "summary": {**result["summary"], "accuracy_1_image": 0.75}}
+    root.write_text("classifiers/resnet18/attribution/result.json", json.dumps(other))
+    assert cli.main(["report", "--root", root.uri]) == 0
+    backbones = table(root, "backbones").set_index(["backbone", "task"])
+    assert backbones.loc[("resnet18", "attribution"), "accuracy_1_image"] == 0.75
+    assert backbones.loc[("xception_narrow", "attribution"), "accuracy_1_image"] == pytest.approx(
+        result["summary"]["accuracy_1_image"])
