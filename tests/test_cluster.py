@@ -38,8 +38,8 @@ def cluster(tmp_path, s3_server):
                    capture_output=True)  # creates the token only when there is none
     ray = [sys.executable, "-m", "ray.scripts.scripts", "start", "--num-cpus=1", "--disable-usage-stats"]
     try:
-        subprocess.run([*ray, "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false"],
-                       env=env, check=True, capture_output=True)
+        subprocess.run([*ray, "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+                        f"--dashboard-port={_free_port()}"], env=env, check=True, capture_output=True)
         subprocess.run([*ray, f"--address=127.0.0.1:{port}"], env=env, check=True, capture_output=True)
         yield f"127.0.0.1:{port}", {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     finally:
