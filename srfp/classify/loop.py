@@ -161,7 +161,7 @@ def train_loop_per_worker(config: dict) -> None:
             batch_size=settings.batch_size), device))
         accuracy = correct / max(total, 1)
         scheduler.step(accuracy)
-        improved = accuracy > state["best_accuracy"]
+        improved = accuracy >= state["best_accuracy"]  # a tie goes to the later, longer-trained epoch
         metrics.update(epoch=epoch + 1, phase=phase, val_accuracy=accuracy, val_images=total,
                        learning_rate=optimizer.param_groups[0]["lr"], workers=context.get_world_size())
         state.update(epoch=epoch + 1, phase=phase, model=classifier.state_dict(), optimizer=optimizer.state_dict(),
