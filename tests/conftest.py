@@ -147,7 +147,7 @@ def untrained_root(path: Path, grid, published: dict[str, int] | None = None):
 @pytest.fixture(scope="session")
 def classified_root(tmp_path_factory, ray_local):
     """The smoke grid's 16 models and two published ones (untrained networks), classified through the CLI
-    with 3 epochs of one crop per image: attribution, the scale parser holding out L1, and the scale parser
+    with 2 epochs (head, then all) of one crop per image: attribution, the scale parser holding out L1, and the scale parser
     of every model trained by two DDP workers (half a CPU each)."""
     import yaml
 
@@ -157,7 +157,7 @@ def classified_root(tmp_path_factory, ray_local):
     folder = tmp_path_factory.mktemp("classified")
     root = untrained_root(folder / "run", load_grid("smoke"), published={"ESRGAN": 4, "SwinIR": 2})
     quick = yaml.safe_load(open(load_grid("smoke").source))
-    quick["classifier"].update(crops_per_image=1, head_epochs=1, finetune_epochs=2)
+    quick["classifier"].update(crops_per_image=1, head_epochs=1, finetune_epochs=1)
     (folder / "quick.yaml").write_text(yaml.safe_dump(quick))
     quick["classifier"].update(workers=2, worker={"cpus": 0.5, "gpus": 0})
     (folder / "two-workers.yaml").write_text(yaml.safe_dump(quick))

@@ -36,9 +36,16 @@ def test_runs_as_a_module():
 
 
 def test_run_goes_through_every_stage_into_a_relative_root(tmp_path):
+    import yaml
+
+    from srfp.gridspec import resolve_grid_path
+
     env = {**os.environ, "SRFP_CACHE": str(tmp_path / "cache")}
     env.pop("RAY_ADDRESS", None)
-    result = subprocess.run([sys.executable, "-m", "srfp.grid", "run", "--root", "relative/run",
+    grid = yaml.safe_load(resolve_grid_path("smoke").read_text())
+    grid["training"].update(iterations=40, checkpoint_every=20, lr_halve_every=20)
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(grid))
+    result = subprocess.run([sys.executable, "-m", "srfp.grid", "run", "--grid", "short.yaml", "--root", "relative/run",
                              "--only", "arch=EDSR,dataset=div2k,loss=L1,scale=2"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -165,7 +165,8 @@ def parsers(grid: GridSpec, results: dict[str, dict]) -> Section:
     if not holdout_tasks:
         section.lines += ["The grid file asks for no holdout parsers.", ""]
         return section
-    table = pd.DataFrame(list(rows.values()), columns=["target", *tokens, "chance"]).fillna("")
+    table = pd.DataFrame([{column: row.get(column, "") for column in ["target", *tokens, "chance"]}
+                          for row in rows.values()])
     section.table("parsers", table, f"Parser accuracy, 1 image / {grid.classifier.vote_size}-image vote, "
                   "on the models with the held-out value (columns); empty: the grid has no such parser")
     if any(not results.get(task.name) for task in holdout_tasks):
@@ -179,19 +180,27 @@ def acutance_section(grid: GridSpec, measures: pd.DataFrame, results: dict[str, 
     if measures.empty:
         section.missing("super-resolved photos", "python -m srfp.grid superresolve")
         return section
-    specs, rows = grid.specs(), []
+    specs, rows, waiting = grid.specs(), [], []
     settings = grid.classifier
+    measured = set(measures["model_id"])
     for task in tasks_of(grid):
         if task.kind != "parser" or not task.holdout:
             continue
-        baseline = acutance_baseline(measures, task.target, [s.model_id for s in task.train_models(specs)],
-                                     [s.model_id for s in task.test_models(specs)], 20, settings.vote_size,
+        train_ids = [s.model_id for s in task.train_models(specs)]
+        test_ids = [s.model_id for s in task.test_models(specs)]
+        if not measured.issuperset(train_ids + test_ids):
+            waiting.append(task.name)
+            continue
+        baseline = acutance_baseline(measures, task.target, train_ids, test_ids, 20, settings.vote_size,
                                      settings.vote_repeats)
         result = results.get(task.name)
         rows.append({"task": task.name, "chance": baseline["chance"], "acutance_1_image": baseline["accuracy_1_image"],
                      f"acutance_{settings.vote_size}_image_vote": baseline["accuracy_vote"],
                      "classifier_1_image": result["summary"]["accuracy_1_image"] if result else np.nan,
                      "k": baseline["k"]})
+    if waiting:
+        section.missing(f"the super-resolved photos of every model of {', '.join(waiting)}",
+                        "python -m srfp.grid superresolve")
     if rows:
         section.table("acutance_baseline", pd.DataFrame(rows), "k-NN (k = 20) on the variance of the Laplacian of "
                       "the greyscale image, trained and tested on the same models and photos as each parser")
@@ -251,8 +260,8 @@ def backbones(results: dict[str, dict[str, dict]]) -> Section:
     """Tables 8 and 9: the same tasks with other backbones, when they were run."""
     section = Section("Backbone comparison (Tables 8, 9)")
     if len(results) < 2:
-        section.lines += [f"Only {', '.join(results) or 'no'} backbone was run; run a grid file with another "
-                          "classifier.backbone on the same root to compare.", ""]
+        ran = f"Only the {next(iter(results))} backbone was run" if results else "No classifier was run yet"
+        section.lines += [f"{ran}; run a grid file with another classifier.backbone on the same root to compare.", ""]
         return section
     rows = [{"backbone": backbone, "task": task, "accuracy_1_image": r["summary"]["accuracy_1_image"],
              "accuracy_vote": r["summary"]["accuracy_vote"]}
