@@ -19,13 +19,12 @@ from srfp.analysis.accuracy import grouped_accuracy, seed_triplet_accuracy, vote
 from srfp.analysis.acutance import acutance_baseline
 from srfp.analysis.measures import image_measures
 from srfp.classify.predict import read_predictions
+from srfp.classify.stage import PREDICTIONS, RESULT
 from srfp.gridspec import GridSpec
 from srfp.spec import TARGETS
 from srfp.storage import Storage
 from srfp.superres.shards import complete_models, read_shard
 from srfp.tasks import tasks_of
-
-RESULT, PREDICTIONS = "result.json", "predictions.parquet"
 
 
 @dataclass
@@ -68,11 +67,6 @@ def classifier_results(storage: Storage) -> dict[str, dict[str, dict]]:
 
 def _predictions(storage: Storage, result: dict) -> pd.DataFrame:
     return read_predictions(storage, f"{result['folder']}/{PREDICTIONS}")
-
-
-def _accuracies(predictions: pd.DataFrame, labels: list[str], vote_size: int, repeats: int) -> dict:
-    return {"accuracy_1_image": float((predictions.predicted_label == predictions.true_label).mean()),
-            f"accuracy_{vote_size}_image_vote": vote_accuracy(predictions, labels, vote_size, repeats)}
 
 
 def model_quality(grid: GridSpec, storage: Storage) -> Section:
