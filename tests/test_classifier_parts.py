@@ -148,3 +148,12 @@ def test_batch_norm_recalibration_makes_evaluation_see_the_network_as_trained():
     error = lambda outputs: ((outputs - as_trained).norm() / as_trained.norm()).item()  # noqa: E731
     assert error(before) > 0.1 and error(after) < 0.01
     assert classifier.network.bn1.momentum == 0.1  # the usual running average afterwards
+
+
+def test_imagenet_weights_can_come_from_a_local_file(tmp_path):
+    torch.manual_seed(0)
+    imagenet_like = create_backbone("resnet18", 1000, pretrained=False)
+    torch.save(imagenet_like.state_dict(), tmp_path / "resnet18.pth")
+    model = create_backbone("resnet18", 5, pretrained=True, weights_file=str(tmp_path / "resnet18.pth"))
+    assert torch.equal(model.conv1.weight, imagenet_like.conv1.weight)  # the backbone from the file
+    assert model.get_classifier().out_features == 5  # a new final layer
