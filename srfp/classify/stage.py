@@ -42,10 +42,10 @@ def read_result(storage: Storage, folder: str) -> dict:
     return json.loads(storage.read_text(f"{folder}/{RESULT}"))
 
 
-def task_models(grid: GridSpec, storage: Storage, task: Task) -> list[ModelInfo]:
-    """The models a task draws from: the grid's for custom tasks (all must have complete shards), the
-    ingested published ones otherwise."""
-    complete = {model.model_id: model for model in complete_models(storage)}
+def task_models(grid: GridSpec, task: Task, shards: list[ModelInfo]) -> list[ModelInfo]:
+    """The models a task draws from, given the models with complete shards: the grid's for custom tasks
+    (all must have complete shards), the ingested published ones otherwise."""
+    complete = {model.model_id: model for model in shards}
     if task.population == "published":
         models = [model for model in complete.values() if model.source != "custom"]
         if len(models) < 2:
@@ -76,12 +76,13 @@ def run_task(grid: GridSpec, storage: Storage, task: Task, log=print) -> dict:
 
     settings = grid.classifier
     folder = task_folder(settings.backbone, task)
-    models = task_models(grid, storage, task)
+    shards = complete_models(storage)  # read once: on S3 each marker is a request
+    models = task_models(grid, task, shards)
     task.validate(models)
     labels = [str(label) for label in task.labels(models)]
     train_ids = [m.model_id for m in task.train_models(models)]
     test_ids = [m.model_id for m in task.test_models(models)]
-    published = ([m.model_id for m in complete_models(storage) if m.source != "custom"]
+    published = ([m.model_id for m in shards if m.source != "custom"]
                  if task.population == "custom" and task.holdout is None else [])
     init_folder = task_folder(settings.backbone, task.init_from) if task.init_from else None
     if init_folder and not storage.is_file(weights_path(init_folder)):
