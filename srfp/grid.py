@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from srfp.download import DATASETS, download
@@ -126,9 +127,18 @@ PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos), ("train", cmd_train), ("
 
 
 def cmd_run(args) -> None:
+    started = time.monotonic()
     for name, stage in PIPELINE:
         print(f"== {name}")
+        stage_started = time.monotonic()
         stage(args)
+        print(f"== {name} done in {_duration(time.monotonic() - stage_started)}")
+    print(f"== run done in {_duration(time.monotonic() - started)}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def parser() -> argparse.ArgumentParser:

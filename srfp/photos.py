@@ -92,7 +92,7 @@ def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoRepo
                 report.skipped.append((source.uri_of(path), f"another photo already has the id {image_id}"))
                 log(f"skipped {source.uri_of(path)}: another photo already has the id {image_id}")
                 continue
-            target = f"photos/{image_id}.png"
+            target = photo_path(image_id)
             try:
                 original = decode_image(source.read_bytes(path), source.uri_of(path))
                 megapixels = original.shape[0] * original.shape[1] / 1e6
@@ -135,6 +135,17 @@ def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoRepo
     log(f"photos: {len(manifest)} in {root.uri_of('photos')} ({', '.join(f'{s} {counts[s]}' for s in SPLITS)}); "
         f"{len(report.skipped)} skipped")
     return report
+
+
+def photo_path(image_id: str) -> str:
+    """Where a photo is stored in the root."""
+    return f"photos/{image_id}.png"
+
+
+def read_photo(root: Storage, image_id: str) -> np.ndarray:
+    """A stored photo as an RGB uint8 array."""
+    path = photo_path(image_id)
+    return decode_image(root.read_bytes(path), root.uri_of(path))
 
 
 def read_manifest(root: Storage) -> pd.DataFrame:

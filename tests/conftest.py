@@ -120,8 +120,7 @@ def untrained_root(path: Path, grid, published: dict[str, int] | None = None):
     source ({name: scale}) made the same way."""
     import torch
 
-    from srfp.images import decode_image
-    from srfp.photos import build_photos, read_manifest
+    from srfp.photos import build_photos, read_manifest, read_photo
     from srfp.sisr.archs import TINY, create_model
     from srfp.spec import PublishedModel
     from srfp.storage import Storage
@@ -130,7 +129,7 @@ def untrained_root(path: Path, grid, published: dict[str, int] | None = None):
 
     storage = Storage(path)
     build_photos(grid.photos, storage, log=lambda *_: None)
-    photos = [(photo, decode_image(storage.read_bytes(f"photos/{photo['image_id']}.png")))
+    photos = [(photo, read_photo(storage, photo["image_id"]))
               for photo in read_manifest(storage).to_dict("records")]
     models = [(ModelInfo.of_spec(spec), spec.arch) for spec in grid.specs()]
     models += [(ModelInfo(PublishedModel(name, scale).model_id, "pretrained", name, "NA", scale, "NA", None), "RCAN")

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from srfp.pretrained import WeightsUnavailableError
 from srfp.sisr.losses import (
     PerceptualLoss,
     SRLoss,
     VGGDiscriminator,
-    WeightsUnavailableError,
     discriminator_loss,
     generator_loss,
 )

@@ -98,7 +98,8 @@ def test_published_models_get_a_matrix_of_parser_predictions_and_the_figures_are
     assert "![t-SNE of the 512-d features" in text and "No seed triplets" in text
 
 
-def test_a_partial_run_gives_a_partial_report_naming_the_commands_to_run(tmp_path):
+def test_a_partial_run_gives_a_partial_report_naming_the_commands_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
     root = untrained_root(tmp_path / "run", load_grid("smoke"))
     root.write_text("models/psnr.csv", "model_id,arch,dataset,scale,loss,seed,val_psnr,iterations,images_per_second\n"
                                        "EDSR-div2k-x2-L1-s1,EDSR,div2k,2,L1,1,31.25,800,400.0\n")
@@ -109,6 +110,8 @@ def test_a_partial_run_gives_a_partial_report_naming_the_commands_to_run(tmp_pat
     text = root.read_text("report/report.md")
     assert "Not computed yet: the attribution classifier. Run `python -m srfp.grid attribute`." in text
     assert "Not computed yet: published models. Run `python -m srfp.grid ingest FOLDER" in text
+    assert "> LPIPS not computed: pretrained weights alexnet-owt-7be5be79.pth are missing" in text
+    assert "test_lpips" not in quality
     assert root.is_file("report/tables/acutance_baseline.csv") and root.is_file("report/tables/model_quality.csv")
 
 

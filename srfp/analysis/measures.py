@@ -8,6 +8,7 @@ and computed only for models that are not in it yet.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -46,23 +47,36 @@ def measure_png(png: bytes, name: str = "<png>") -> dict:
             "acutance": acutance(grey)}
 
 
-def image_measures(storage: Storage, models: list[ModelInfo], log=print) -> pd.DataFrame:
-    """Measures of every image of these models (cached per model in the storage root)."""
-    cached = (pq.read_table(io.BytesIO(storage.read_bytes(MEASURES_PATH))).to_pandas()
-              if storage.is_file(MEASURES_PATH) else pd.DataFrame(columns=["model_id"]))
+def cached_per_model(storage: Storage, path: str, models: list[ModelInfo], measure: Callable[[ModelInfo], list[dict]],
+                     what: str, log=print) -> pd.DataFrame:
+    """Rows of ``measure(model)`` for these models, cached in the Parquet file ``path`` of the root.
+
+    Models already in the file are read back; each newly measured model is added to the file at once, so
+    an interrupted report keeps the models it finished.
+    """
+    cached = (pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pandas()
+              if storage.is_file(path) else pd.DataFrame(columns=["model_id"]))
     missing = [m for m in models if m.model_id not in set(cached["model_id"])]
-    rows = []
     for number, model in enumerate(missing, 1):
-        shard = read_shard(storage, model.model_id, columns=["image_id", "split", "png"]).to_pylist()
-        rows += [{"model_id": model.model_id, "source": model.source, "arch": model.arch, "dataset": model.dataset,
-                  "scale": model.scale, "loss": model.loss, "seed": model.seed, "image_id": row["image_id"],
-                  "split": row["split"], **measure_png(row["png"], f"{model.model_id}/{row['image_id']}")}
-                 for row in shard]
-        log(f"report: measured the images of model {number}/{len(missing)} {model.model_id}")
-    if rows:
-        cached = pd.concat([cached, pd.DataFrame(rows)], ignore_index=True) if len(cached) else pd.DataFrame(rows)
+        rows = pd.DataFrame(measure(model))
+        cached = pd.concat([cached, rows], ignore_index=True) if len(cached) else rows
         sink = io.BytesIO()
         cached.to_parquet(sink, index=False)
-        storage.write_bytes(MEASURES_PATH, sink.getvalue())
+        storage.write_bytes(path, sink.getvalue())
+        log(f"report: {what} of model {number}/{len(missing)} {model.model_id}")
     wanted = {m.model_id for m in models}
     return cached[cached["model_id"].isin(wanted)].reset_index(drop=True)
+
+
+def _measure_model(storage: Storage, model: ModelInfo) -> list[dict]:
+    shard = read_shard(storage, model.model_id, columns=["image_id", "split", "png"]).to_pylist()
+    return [{"model_id": model.model_id, "source": model.source, "arch": model.arch, "dataset": model.dataset,
+             "scale": model.scale, "loss": model.loss, "seed": model.seed, "image_id": row["image_id"],
+             "split": row["split"], **measure_png(row["png"], f"{model.model_id}/{row['image_id']}")}
+            for row in shard]
+
+
+def image_measures(storage: Storage, models: list[ModelInfo], log=print) -> pd.DataFrame:
+    """Measures of every image of these models (cached per model in the storage root)."""
+    return cached_per_model(storage, MEASURES_PATH, models, lambda model: _measure_model(storage, model),
+                            "measured the images", log)

@@ -18,12 +18,14 @@ from srfp.analysis import figures
 from srfp.analysis.accuracy import grouped_accuracy, seed_triplet_accuracy, vote_accuracy
 from srfp.analysis.acutance import acutance_baseline
 from srfp.analysis.measures import image_measures
+from srfp.analysis.perceptual import LPIPS_SPLIT, lpips_of_models
 from srfp.classify.predict import read_predictions
 from srfp.classify.stage import PREDICTIONS, RESULT
 from srfp.gridspec import GridSpec
+from srfp.pretrained import WeightsUnavailableError
 from srfp.spec import TARGETS
 from srfp.storage import Storage
-from srfp.superres.shards import complete_models, read_shard
+from srfp.superres.shards import ModelInfo, complete_models, read_shard
 from srfp.tasks import tasks_of
 
 
@@ -69,24 +71,29 @@ def _predictions(storage: Storage, result: dict) -> pd.DataFrame:
     return read_predictions(storage, f"{result['folder']}/{PREDICTIONS}")
 
 
-def model_quality(grid: GridSpec, storage: Storage) -> Section:
-    """Table 6: validation PSNR from training and the mean PSNR over the photo set, per model."""
+def model_quality(storage: Storage, models: list[ModelInfo], log=print) -> Section:
+    """Table 6: PSNR over the photo set and on the validation images of training, and LPIPS on the test
+    photos where the AlexNet weights are available, per model."""
     section = Section("Model quality (Table 6)")
-    rows = []
-    for model in complete_models(storage):
-        psnr = read_shard(storage, model.model_id, columns=["psnr"]).column("psnr").to_numpy()
-        rows.append({"model_id": model.model_id, "photo_psnr_db": float(np.mean(psnr))})
-    if not rows:
+    if not models:
         section.missing("super-resolved photos", "python -m srfp.grid superresolve")
         return section
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([{"model_id": model.model_id, "photo_psnr_db": float(np.mean(
+        read_shard(storage, model.model_id, columns=["psnr"]).column("psnr").to_numpy()))} for model in models])
     if storage.is_file("models/psnr.csv"):
         validation = pd.read_csv(io.BytesIO(storage.read_bytes("models/psnr.csv")))
         table = table.merge(validation.rename(columns={"val_psnr": "validation_psnr_db"})[["model_id", "validation_psnr_db"]],
                             on="model_id", how="left")
-    section.table("model_quality", table, "Y-PSNR (dB, border of the scale cropped) of each model: mean over "
-                  "the photo set, and on the validation images at the end of training")
-    section.lines += ["LPIPS is not computed by srfp; PSNR is the quality figure here.", ""]
+    caption = ("Y-PSNR (dB, border of the scale cropped) of each model: mean over the photo set, and on the "
+               "validation images at the end of training")
+    try:
+        distances = lpips_of_models(storage, models, log)
+        table = table.merge(distances.groupby("model_id", as_index=False)["lpips"].mean()
+                            .rename(columns={"lpips": f"{LPIPS_SPLIT}_lpips"}), on="model_id", how="left")
+        caption += f"; LPIPS (v0.1, AlexNet; lower is closer to the photo): mean over the {LPIPS_SPLIT} photos"
+    except WeightsUnavailableError as error:
+        section.lines += [f"> LPIPS not computed: {error}. Then run `python -m srfp.grid report` again.", ""]
+    section.table("model_quality", table, caption)
     return section
 
 
@@ -267,8 +274,9 @@ def backbones(results: dict[str, dict[str, dict]]) -> Section:
 def build_report(grid: GridSpec, storage: Storage, log=print) -> list[Section]:
     results = classifier_results(storage)
     primary = results.get(grid.classifier.backbone, {})
-    measures = image_measures(storage, complete_models(storage), log)
-    return [model_quality(grid, storage), dataset_statistics(measures),
+    models = complete_models(storage)
+    measures = image_measures(storage, models, log)
+    return [model_quality(storage, models, log), dataset_statistics(measures),
             attribution(grid, storage, primary.get("attribution")), parsers(grid, primary),
             acutance_section(grid, measures, primary), published_models(storage, primary),
             tsne(storage, primary.get("attribution")), backbones(results)]

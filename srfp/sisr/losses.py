@@ -1,25 +1,19 @@
 """SR training losses: pixel L1, perceptual (VGG-19 or ResNet-50 features) and relativistic GAN terms.
 
 Every loss takes RGB float tensors N x 3 x H x W with values in [0, rgb_range] (255 by default, the
-EDSR-PyTorch convention). The perceptual networks load their ImageNet weights only through torchvision's
-weights API, from ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``) or by download;
-when neither works, ``WeightsUnavailableError`` says which file to put where. Random weights are used
-only when asked for with ``pretrained=False``.
+EDSR-PyTorch convention). The perceptual networks load their ImageNet weights through
+``srfp.pretrained`` (torchvision's weights API; a missing file raises ``WeightsUnavailableError``).
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import models
-from torchvision.models import ResNet50_Weights, VGG19_Weights, WeightsEnum
+from torchvision.models import ResNet50_Weights, VGG19_Weights
 
-from srfp.errors import UserError
+from srfp.pretrained import torchvision_network
 from srfp.spec import LOSSES
 
 PERCEPTUAL_NETWORKS = ("vgg19", "resnet50")
@@ -27,30 +21,11 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class WeightsUnavailableError(UserError, RuntimeError):
-    """Pretrained ImageNet weights are neither in the torch hub checkpoints folder nor downloadable."""
-
-
-def _load_weights(builder, weights: WeightsEnum, pretrained: bool) -> nn.Module:
-    """``builder(weights=weights)``, or random weights when ``pretrained`` is False."""
-    if not pretrained:
-        return builder(weights=None)
-    try:
-        return builder(weights=weights)
-    except (OSError, RuntimeError) as error:  # URLError is an OSError; a corrupt file raises RuntimeError
-        file_name = os.path.basename(urlparse(weights.url).path)
-        folder = Path(torch.hub.get_dir()) / "checkpoints"
-        raise WeightsUnavailableError(
-            f"pretrained weights {file_name} are missing or unreadable in {folder} and could not be "
-            f"downloaded from {weights.url} ({error}); download {weights.url} and put {file_name} in "
-            f"{folder} ($TORCH_HOME/hub/checkpoints) so that it loads with no download") from error
-
-
 def _feature_network(network: str, pretrained: bool) -> nn.Module:
     """VGG-19 up to conv5_4 before its ReLU (ESRGAN), or ResNet-50 up to its 2048-d pooled features."""
     if network == "vgg19":
-        return _load_weights(models.vgg19, VGG19_Weights.IMAGENET1K_V1, pretrained).features[:35]
-    resnet = _load_weights(models.resnet50, ResNet50_Weights.IMAGENET1K_V1, pretrained)
+        return torchvision_network(models.vgg19, VGG19_Weights.IMAGENET1K_V1, pretrained).features[:35]
+    resnet = torchvision_network(models.resnet50, ResNet50_Weights.IMAGENET1K_V1, pretrained)
     return nn.Sequential(*list(resnet.children())[:-1], nn.Flatten())
 
 

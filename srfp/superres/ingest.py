@@ -28,7 +28,7 @@ import yaml
 from srfp.datasets import IMAGE_SUFFIXES
 from srfp.errors import UserError
 from srfp.images import ImageDecodeError, crop_to_multiple, decode_image
-from srfp.photos import read_manifest
+from srfp.photos import read_manifest, read_photo
 from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, SOURCES, PublishedModel, SISRSpec
 from srfp.storage import Storage
 from srfp.superres.shards import ModelInfo, make_row, shard_status, write_shard
@@ -132,8 +132,7 @@ def _ingest_model(folder: Path, model: ModelInfo, photos: list[dict], storage: S
             report.problems.append((str(folder / f"{image_id}.png"), reason))
             continue
         path = images[image_id]
-        hr = crop_to_multiple(decode_image(storage.read_bytes(f"photos/{image_id}.png"),
-                                           storage.uri_of(f"photos/{image_id}.png")), model.scale)
+        hr = crop_to_multiple(read_photo(storage, image_id), model.scale)
         try:
             sr = decode_image(path.read_bytes(), str(path))
         except ImageDecodeError as error:

@@ -16,8 +16,7 @@ import ray
 from srfp.devices import choose_device
 from srfp.errors import UserError
 from srfp.gridspec import GridSpec
-from srfp.images import decode_image
-from srfp.photos import read_manifest
+from srfp.photos import read_manifest, read_photo
 from srfp.sisr.train import is_trained, load_trained
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
@@ -46,8 +45,7 @@ class SuperResolver:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = []
         for photo in batch.to_pylist():
-            path = f"photos/{photo['image_id']}.png"
-            image = decode_image(self.storage.read_bytes(path), self.storage.uri_of(path))
+            image = read_photo(self.storage, photo["image_id"])
             hr, sr = superresolve_photo(self.model, image, self.info.scale, self.device, self.tile_size,
                                         self.tile_overlap)
             rows.append(make_row(self.info, photo, hr, sr))
