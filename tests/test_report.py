@@ -75,12 +75,35 @@ def test_the_acutance_baseline_matches_an_independent_k_nearest_neighbours(repor
     assert baseline.loc["parse-scale-holdout-L1", "k"] == 20
 
 
-def test_dataset_statistics_count_images_and_bits_per_pixel(report):
+def test_dataset_statistics_count_images_pixels_bits_per_pixel_and_entropy(report):
+    def measures(row):
+        rgb = np.asarray(Image.open(io.BytesIO(row["png"])).convert("RGB"), dtype=np.float64)
+        grey = np.rint(rgb @ [0.299, 0.587, 0.114])
+        p = np.unique(grey, return_counts=True)[1] / grey.size
+        return rgb.shape[0] * rgb.shape[1], 8 * len(row["png"]) / (rgb.shape[0] * rgb.shape[1]), -(p * np.log2(p)).sum()
+
     stats = table(report, "dataset_statistics").set_index(["source", "scale"])
-    assert stats.loc[("custom", 2), "images"] == 8 * 7 and stats.loc[("pretrained", 4), "models"] == 1
-    shard = read_shard(report, "EDSR-div2k-x2-L1-s1", ["png", "height", "width"]).to_pylist()
-    bits = [8 * len(r["png"]) / (r["height"] * r["width"]) for r in shard]
-    assert min(bits) < stats.loc[("custom", 2), "png_bits_per_pixel"] * 3
+    x2 = [s.model_id for s in load_grid("smoke").specs() if s.scale == 2]
+    rows = [measures(r) for m in x2 for r in read_shard(report, m, ["png"]).to_pylist()]
+    assert stats.loc[("custom", 2), "models"] == 8 and stats.loc[("custom", 2), "images"] == len(rows) == 8 * 7
+    for column, expected in zip(("pixels_per_image", "png_bits_per_pixel", "grey_entropy_bits"), np.mean(rows, axis=0)):
+        assert stats.loc[("custom", 2), column] == pytest.approx(expected)
+    assert stats.loc[("pretrained", 4), "models"] == 1
+
+
+def test_model_quality_is_the_y_psnr_of_each_model_over_the_photos(report):
+    def y_psnr(reference, image, border):  # MATLAB rgb2ycbcr's Y, the scale cropped at every border
+        y = [16 + (picture.astype(np.float64) @ [65.481, 128.553, 24.966]) / 255 for picture in (reference, image)]
+        return 10 * np.log10(255**2 / np.mean((y[0] - y[1])[border:-border, border:-border] ** 2))
+
+    quality = table(report, "model_quality").set_index("model_id")
+    for model_id, scale in (("EDSR-div2k-x2-L1-s1", 2), ("RCAN-flickr2k-x4-VGG_GAN-s1", 4)):
+        values = []
+        for row in read_shard(report, model_id, ["image_id", "png"]).to_pylist():
+            photo = np.asarray(Image.open(report.path(f"photos/{row['image_id']}.png")).convert("RGB"))
+            image = np.asarray(Image.open(io.BytesIO(row["png"])).convert("RGB"))
+            values.append(y_psnr(photo[:image.shape[0], :image.shape[1]], image, scale))
+        assert quality.loc[model_id, "photo_psnr_db"] == pytest.approx(np.mean(values))
 
 
 def test_published_models_get_a_matrix_of_parser_predictions_and_the_figures_are_images(report):
