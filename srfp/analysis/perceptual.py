@@ -63,12 +63,15 @@ class _ModelLpips:
     def __call__(self, model: ModelInfo) -> list[dict]:
         if self.network is None:
             self.network = lpips_network().to(choose_device())
-        shard = read_shard(self.storage, model.model_id, columns=["image_id", "split", "png"]).to_pylist()
-        return [{"model_id": model.model_id, "image_id": row["image_id"],
-                 "lpips": lpips_distance(self.network, crop_to_multiple(read_photo(self.storage, row["image_id"]),
-                                                                       model.scale),
-                                         decode_image(row["png"], f"{model.model_id}/{row['image_id']}"))}
-                for row in shard if row["split"] == LPIPS_SPLIT]
+        rows = []
+        for row in read_shard(self.storage, model.model_id, columns=["image_id", "split", "png"]).to_pylist():
+            if row["split"] != LPIPS_SPLIT:
+                continue
+            reference = crop_to_multiple(read_photo(self.storage, row["image_id"]), model.scale)
+            image = decode_image(row["png"], f"{model.model_id}/{row['image_id']}")
+            rows.append({"model_id": model.model_id, "image_id": row["image_id"],
+                         "lpips": lpips_distance(self.network, reference, image)})
+        return rows
 
 
 def lpips_of_models(storage: Storage, models: list[ModelInfo], log=print) -> pd.DataFrame:
