@@ -32,13 +32,12 @@ LPIPS_SPLIT = "test"
 LINEAR_WEIGHTS = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
 
 
-def lpips_network(pretrained: bool = True) -> lpips.LPIPS:
-    """LPIPS v0.1 (AlexNet): the package's linear layers on torchvision's ImageNet AlexNet (random when
-    ``pretrained`` is False), frozen, in eval mode."""
+def lpips_network() -> lpips.LPIPS:
+    """LPIPS v0.1 (AlexNet): the package's linear layers on torchvision's ImageNet AlexNet, frozen, in eval mode."""
     with warnings.catch_warnings():  # the package builds its random trunk with torchvision's old `pretrained=`
         warnings.simplefilter("ignore", UserWarning)
         network = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
-    trunk = torchvision_network(models.alexnet, AlexNet_Weights.IMAGENET1K_V1, pretrained).features.state_dict()
+    trunk = torchvision_network(models.alexnet, AlexNet_Weights.IMAGENET1K_V1, pretrained=True).features.state_dict()
     # The package's trunk keeps torchvision's layer numbers inside its slices: "slice2.3.weight" is "3.weight".
     network.net.load_state_dict({key: trunk[key.split(".", 1)[1]] for key in network.net.state_dict()})
     linear = torch.load(LINEAR_WEIGHTS, map_location="cpu", weights_only=True)
