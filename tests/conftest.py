@@ -214,3 +214,26 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait()
     wait_for(lambda: not any(group == process.pid for _, group, _ in processes().values()), timeout=60,
              what="the killed process group to end")
+
+
+def cuda_tagged_bytes(obj) -> bytes:
+    """``torch.save`` of ``obj`` with every storage recorded as on ``cuda:0``, as a checkpoint written on a GPU is:
+    loading it without ``map_location`` fails on a machine without CUDA."""
+    import io
+
+    import torch
+
+    def tag(storage):
+        return "cuda:0"
+
+    def restore(storage, location):
+        return None  # the built-in CUDA deserializer handles "cuda:0"
+
+    torch.serialization.register_package(-100, tag, restore)  # consulted before the built-in CPU tagger
+    try:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+    finally:  # torch has no public unregister
+        torch.serialization._package_registry[:] = [entry for entry in torch.serialization._package_registry
+                                                    if entry[1] is not tag]
+    return buffer.getvalue()
