@@ -4,6 +4,10 @@ Each archive unpacks to one folder of PNGs whose content is checked against a pu
 the MD5 of the concatenated hexadecimal MD5s of its files in name order (the digests deepinv
 publishes for these datasets). Downloads resume from a ``.part`` file; a verified folder is marked
 and skipped on a rerun; ``--mirror`` fetches the same file names from another base address.
+
+An ``s3://bucket/prefix`` destination is filled through a local staging folder: each archive is
+downloaded and verified there, then its folder is uploaded with its marker last, so a marker on S3
+vouches for the whole folder and a rerun skips it.
 """
 
 from __future__ import annotations
@@ -12,14 +16,18 @@ import hashlib
 import http.client
 import shutil
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from srfp.errors import UserError
+from srfp.storage import Storage, is_remote
 
 
 class DownloadError(UserError, RuntimeError):
@@ -144,14 +152,65 @@ def download_archive(archive: Archive, dest: Path, mirror: str | None = None, ke
     return folder
 
 
-def download(datasets: list[str], dest: Path, mirror: str | None = None, keep_archives: bool = False,
-             log=print) -> list[Path]:
-    """Download and verify the named datasets (``div2k``, ``flickr2k``) under ``dest``."""
+def upload_archive(archive: Archive, remote: Storage, staging: Path, mirror: str | None = None,
+                   keep_archive: bool = False, log=print) -> str:
+    """Download and verify one archive in ``staging``, then upload its folder to ``remote``, the marker last.
+
+    Returns the folder's URI. Files already uploaded by an interrupted run are not sent again: storage
+    writes are atomic, so a file there is whole, and it came from a folder verified against the same digest.
+    """
+    marker = f"{archive.folder}/{VERIFIED}"
+    if remote.is_file(marker) and remote.read_text(marker).strip() == archive.digest:
+        log(f"{remote.uri_of(archive.folder)}: already uploaded and verified")
+        return remote.uri_of(archive.folder)
+    folder = download_archive(archive, staging, mirror, keep_archive, log)
+    files = {f"{archive.folder}/{p.name}": p for p in sorted(folder.iterdir()) if p.is_file() and p.name != VERIFIED}
+    present = set(remote.list(archive.folder, recursive=True))
+    stray = sorted(present - set(files) - {marker})
+    if stray:  # training would read them as part of the dataset
+        raise DownloadError(f"{remote.uri_of(archive.folder)} holds {len(stray)} files that are not in the release, "
+                            f"e.g. {stray[0]}; delete them and rerun")
+    missing = [(relative, path) for relative, path in files.items() if relative not in present]
+    log(f"uploading {len(missing)} of {len(files)} files to {remote.uri_of(archive.folder)}")
+    with ThreadPoolExecutor(max_workers=8) as pool:  # many objects of a few MB: parallel requests
+        list(pool.map(lambda item: remote.write_bytes(item[0], item[1].read_bytes()), missing))
+    remote.write_text(marker, archive.digest)
+    log(f"{remote.uri_of(archive.folder)}: {archive.files} images uploaded and verified")
+    return remote.uri_of(archive.folder)
+
+
+@contextmanager
+def _staging_folder(staging: str | None):
+    """The given staging folder (kept, so an interrupted run resumes there), else a temporary one."""
+    if staging:
+        yield Path(staging).expanduser()
+    else:
+        with tempfile.TemporaryDirectory(prefix="srfp-staging-") as folder:
+            yield Path(folder)
+
+
+def download(datasets: list[str], dest: str | Path, mirror: str | None = None, keep_archives: bool = False,
+             staging: str | None = None, log=print) -> list[str]:
+    """Download and verify the named datasets (``div2k``, ``flickr2k``) under ``dest``, a local folder, or
+    ``s3://bucket/prefix`` through a staging folder; returns the verified folders."""
     unknown = sorted(set(datasets) - set(DATASETS))
     if unknown:
         raise DownloadError(f"unknown dataset {unknown[0]!r}; valid values: {', '.join(DATASETS)}")
-    existing = next(p for p in (dest, *dest.parents) if p.exists())
+    archives = [a for a in ARCHIVES if a.dataset in datasets]
+    if not is_remote(dest):
+        if staging:
+            raise DownloadError("--staging is for an s3:// destination; a local --dest is downloaded into directly")
+        local = Path(dest).expanduser()
+        _log_space(datasets, local, log)
+        return [str(download_archive(a, local, mirror, keep_archives, log)) for a in archives]
+    remote = Storage(dest)
+    with _staging_folder(staging) as local:
+        _log_space(datasets, local, log)
+        return [upload_archive(a, remote, local, mirror, keep_archives, log) for a in archives]
+
+
+def _log_space(datasets: list[str], local: Path, log) -> None:
+    existing = next(p for p in (local, *local.parents) if p.exists())
     free = shutil.disk_usage(existing).free / 1e9
-    log(f"downloading {', '.join(datasets)} into {dest} ({free:.0f} GB free; DIV2K needs about 7 GB, Flickr2K 22 GB "
+    log(f"downloading {', '.join(datasets)} into {local} ({free:.0f} GB free; DIV2K needs about 7 GB, Flickr2K 22 GB "
         "while unpacking)")
-    return [download_archive(a, dest, mirror, keep_archives, log) for a in ARCHIVES if a.dataset in datasets]

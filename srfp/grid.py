@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from srfp.download import DATASETS, download
 from srfp.errors import UserError
@@ -118,7 +117,7 @@ def cmd_status(args) -> None:
 
 
 def cmd_data(args) -> None:
-    download(args.only.split(","), Path(args.dest).expanduser(), args.mirror, args.keep_archives)
+    download(args.only.split(","), args.dest, args.mirror, args.keep_archives, args.staging)
 
 
 #: The stages of ``run``, in order; each skips what storage says is complete.
@@ -197,7 +196,11 @@ def parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = data_commands.add_parser("download", help="download DIV2K and Flickr2K and verify their checksums")
     fetch.set_defaults(function=cmd_data)
-    fetch.add_argument("--dest", required=True, help="folder to download into, e.g. ~/srfp-data")
+    fetch.add_argument("--dest", required=True,
+                       help="folder to download into, e.g. ~/srfp-data, or s3://bucket/prefix to upload to")
+    fetch.add_argument("--staging", default=None, metavar="DIR",
+                       help="with an s3:// --dest: the local folder to download and verify in, kept so that an "
+                            "interrupted run resumes (default: a temporary folder)")
     fetch.add_argument("--only", default=",".join(DATASETS), help=f"datasets, comma-separated: {', '.join(DATASETS)}")
     fetch.add_argument("--mirror", default=None, help="base URL of a mirror holding the same file names")
     fetch.add_argument("--keep-archives", action="store_true", help="keep the archives after unpacking")
