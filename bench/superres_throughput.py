@@ -112,7 +112,7 @@ def main() -> None:
         for photo in photos:
             image = decode_image(storage.read_bytes(f"photos/{photo['image_id']}.png"))
             rows.append(make_row(info, photo, *superresolve_photo(model, image, spec.scale, device)))
-        write_shard(storage, spec.model_id, rows)
+        write_shard(storage, info, rows, grid.superres.precision)
         baseline = len(photos) / (time.perf_counter() - start)
         baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -1,10 +1,18 @@
-"""Where tensors run: the device a Ray task was given, and the precision used on it."""
+"""Where tensors run: the device a Ray task was given, and the precision used on it.
+
+Training steps (SISR models and classifiers) run under :func:`autocast`: bfloat16 on CUDA. Images
+(super-resolution, SISR validation) are made under :func:`image_precision`: float32 with TF32 off unless
+the grid asks for bfloat16, because the precision would otherwise become part of a model's fingerprint.
+"""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from typing import Iterator
 
 import torch
+
+from srfp.gridspec import PRECISIONS
 
 
 def choose_device(use_gpu: bool = True) -> torch.device:
@@ -15,3 +23,22 @@ def choose_device(use_gpu: bool = True) -> torch.device:
 def autocast(device: torch.device):
     """bfloat16 mixed precision on CUDA; plain float32 on the CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+@contextmanager
+def image_precision(device: torch.device, precision: str = "float32") -> Iterator[None]:
+    """The precision images are made in, on any device; TF32 is off for the duration (restored after).
+
+    "float32": no autocast (even inside an autocast region), so convolutions and matrix products are
+    IEEE float32 on CUDA as on the CPU. "bfloat16": bfloat16 autocast, on the CPU too, so that the
+    recorded precision is the one used.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

@@ -150,6 +150,10 @@ class TrainingSettings:
     max_failures: int = 3
 
 
+#: The precisions super-resolved images can be made in (see srfp.devices.image_precision).
+PRECISIONS = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class SuperresSettings:
     """How photos are super-resolved on Ray Data."""
@@ -160,6 +164,9 @@ class SuperresSettings:
     tile_size: int = 0
     tile_overlap: int = 16
     rows_per_file: int = 100
+    #: float32: no autocast and TF32 off, so images do not depend on a GPU's reduced precisions; bfloat16
+    #: only by explicit choice. Each shard's marker records the precision it was made in.
+    precision: str = choices(*PRECISIONS, default="float32")
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def untrained_root(path: Path, grid, published: dict[str, int] | None = None):
         network = create_model(arch, info.scale, **(grid.archs.get(arch) or TINY[arch])).eval()
         rows = [make_row(info, photo, *superresolve_photo(network, image, info.scale, torch.device("cpu"), 0, 16))
                 for photo, image in photos]
-        write_shard(storage, info, rows)
+        write_shard(storage, info, rows, "float32")
     return storage
 
 

@@ -1,6 +1,8 @@
 """Super-resolving the photo set: rows per the data contract, tiles equal to whole images, exact resumption."""
 
+import dataclasses
 import io
+import json
 import shutil
 
 import numpy as np
@@ -18,7 +20,7 @@ from srfp.status import render_status
 from srfp.storage import Storage
 from srfp.superres.core import superresolve
 from srfp.superres.pipeline import superresolve_grid
-from srfp.superres.shards import SCHEMA, read_shard, shard_folder, shard_status
+from srfp.superres.shards import MARKER, SCHEMA, read_shard, shard_folder, shard_status
 
 MODELS = [SISRSpec("EDSR", "div2k", 2, "L1", 1), SISRSpec("EDSR", "div2k", 4, "L1", 1)]
 
@@ -58,6 +60,7 @@ def test_every_trained_model_gets_one_row_per_photo_following_the_contract(ray_l
                       "EDSR-flickr2k-x2-L1-s1": "not trained"}
     manifest = pd.read_parquet(io.BytesIO(root.read_bytes("photos/manifest.parquet")))
     for spec in MODELS:
+        assert json.loads(root.read_text(f"{shard_folder(spec.model_id)}/{MARKER}"))["precision"] == "float32"
         table = read_shard(root, spec.model_id)
         assert table.schema.equals(SCHEMA, check_metadata=False)
         rows = table.to_pandas().set_index("image_id").sort_index()
@@ -95,6 +98,18 @@ def test_a_rerun_rewrites_nothing_and_a_partial_shard_is_redone_exactly(ray_loca
     assert complete == {p: root.read_bytes(p) for p in root.list(shard_folder(MODELS[0].model_id))}
     ids = read_shard(root, MODELS[1].model_id, columns=["image_id"]).column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 7
+
+
+def test_bfloat16_super_resolution_is_recorded_in_the_marker_and_changes_the_images(ray_local, root, grid):
+    superresolve_grid(grid, MODELS[:1], root, log=lambda *_: None)
+    float32 = read_shard(root, MODELS[0].model_id).to_pandas().set_index("image_id").sort_index()
+    bfloat16_grid = dataclasses.replace(grid, superres=dataclasses.replace(grid.superres, precision="bfloat16"))
+    root.delete(shard_folder(MODELS[0].model_id))
+    superresolve_grid(bfloat16_grid, MODELS[:1], root, log=lambda *_: None)
+    marker = json.loads(root.read_text(f"{shard_folder(MODELS[0].model_id)}/{MARKER}"))
+    assert marker["precision"] == "bfloat16"
+    bfloat16 = read_shard(root, MODELS[0].model_id).to_pandas().set_index("image_id").sort_index()
+    assert list(bfloat16.index) == list(float32.index) and (bfloat16.png != float32.png).any()
 
 
 def test_status_reports_every_stage_from_storage(ray_local, root, grid):

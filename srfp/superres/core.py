@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from srfp.devices import autocast
+from srfp.devices import image_precision
 from srfp.images import downscale
 from srfp.sisr.data import image_to_tensor, tensor_to_image
 
@@ -21,8 +21,9 @@ def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, in
 
 @torch.no_grad()
 def superresolve(model: torch.nn.Module, lr: np.ndarray, scale: int, device: torch.device,
-                 tile_size: int = 0, tile_overlap: int = 16) -> np.ndarray:
-    """The model's 8-bit output for an LR image (clamped to [0, 255], then rounded).
+                 tile_size: int = 0, tile_overlap: int = 16, precision: str = "float32") -> np.ndarray:
+    """The model's 8-bit output for an LR image (clamped to [0, 255], then rounded), computed in
+    ``precision`` (see :func:`srfp.devices.image_precision`).
 
     With ``tile_size`` > 0 the LR image is cut into tiles of that size, each run with ``tile_overlap``
     pixels of context on every side, and only each tile's core is kept: memory stays bounded whatever the
@@ -30,12 +31,12 @@ def superresolve(model: torch.nn.Module, lr: np.ndarray, scale: int, device: tor
     """
     height, width = lr.shape[:2]
     if not tile_size or (height <= tile_size and width <= tile_size):
-        with autocast(device):
+        with image_precision(device, precision):
             return tensor_to_image(model(image_to_tensor(lr).to(device)).float())
     out = np.empty((height * scale, width * scale, 3), np.float32)
     for top, bottom, pad_top, pad_bottom in _spans(height, tile_size, tile_overlap):
         for left, right, pad_left, pad_right in _spans(width, tile_size, tile_overlap):
-            with autocast(device):
+            with image_precision(device, precision):
                 tile = model(image_to_tensor(lr[pad_top:pad_bottom, pad_left:pad_right]).to(device)).float()
             tile = tile[0].permute(1, 2, 0).cpu().numpy()
             y, x = (top - pad_top) * scale, (left - pad_left) * scale
@@ -45,7 +46,8 @@ def superresolve(model: torch.nn.Module, lr: np.ndarray, scale: int, device: tor
 
 
 def superresolve_photo(model: torch.nn.Module, photo: np.ndarray, scale: int, device: torch.device,
-                       tile_size: int = 0, tile_overlap: int = 16) -> tuple[np.ndarray, np.ndarray]:
+                       tile_size: int = 0, tile_overlap: int = 16,
+                       precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
     """(HR, SR): the photo cropped to a multiple of the scale, and the model's output for its bicubic LR."""
     hr, lr = downscale(photo, scale)
-    return hr, superresolve(model, lr, scale, device, tile_size, tile_overlap)
+    return hr, superresolve(model, lr, scale, device, tile_size, tile_overlap, precision)

@@ -31,7 +31,7 @@ from srfp.images import ImageDecodeError, crop_to_multiple, decode_image
 from srfp.photos import read_manifest, read_photo
 from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, SOURCES, PublishedModel, SISRSpec
 from srfp.storage import Storage
-from srfp.superres.shards import ModelInfo, make_row, shard_status, write_shard
+from srfp.superres.shards import UNKNOWN_PRECISION, ModelInfo, make_row, shard_status, write_shard
 
 METADATA = "model.yaml"
 FIELDS = ("arch", "dataset", "scale", "loss", "seed", "source")
@@ -151,7 +151,7 @@ def _ingest_model(folder: Path, model: ModelInfo, photos: list[dict], storage: S
                   f"{model.model_id} has no shard")
         report.problems.append((str(folder), reason))
     else:
-        write_shard(storage, model, rows)
+        write_shard(storage, model, rows, UNKNOWN_PRECISION)
         report.ingested.append(model.model_id)
     return not bad
 

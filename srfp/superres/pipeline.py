@@ -1,9 +1,10 @@
 """The Ray Data pipeline: every photo through every trained model, one Parquet shard per model.
 
 For each model, the manifest's photos stream through an actor pool (each actor holds the model, on a
-GPU or a share of one when the grid asks for it); the rows are written under
-``<root>/sr/model_id=<id>/`` and the shard is marked complete last. Complete shards are skipped; a
-partial one (an interrupted run) is deleted and redone, so a rerun writes exactly what is missing.
+GPU or a share of one when the grid asks for it) and made in ``superres.precision``; the rows are
+written under ``<root>/sr/model_id=<id>/`` and the shard is marked complete last, with its precision.
+Complete shards are skipped; a partial one (an interrupted run) is deleted and redone, so a rerun
+writes exactly what is missing.
 """
 
 from __future__ import annotations
@@ -40,14 +41,14 @@ class SuperResolver:
         torch.set_num_threads(max(1, math.ceil(settings.actor.cpus)))
         self.model = load_trained(self.storage, model_id).to(self.device)
         self.info = ModelInfo.of_spec(SISRSpec.from_id(model_id))
-        self.tile_size, self.tile_overlap = settings.tile_size, settings.tile_overlap
+        self.settings = settings
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = []
         for photo in batch.to_pylist():
             image = read_photo(self.storage, photo["image_id"])
-            hr, sr = superresolve_photo(self.model, image, self.info.scale, self.device, self.tile_size,
-                                        self.tile_overlap)
+            hr, sr = superresolve_photo(self.model, image, self.info.scale, self.device, self.settings.tile_size,
+                                        self.settings.tile_overlap, self.settings.precision)
             rows.append(make_row(self.info, photo, hr, sr))
         return pa.Table.from_pylist(rows, schema=SCHEMA)
 
@@ -74,7 +75,7 @@ def superresolve_model(spec: SISRSpec, grid: GridSpec, storage: Storage, photos:
         compute=ray.data.ActorPoolStrategy(size=min(actor_pool_size(grid), len(photos))))
     rows.write_parquet(storage.path(shard_folder(spec.model_id)), filesystem=storage.fs,
                        min_rows_per_file=settings.rows_per_file)
-    return mark_complete(storage, ModelInfo.of_spec(spec), len(photos))
+    return mark_complete(storage, ModelInfo.of_spec(spec), len(photos), settings.precision)
 
 
 def superresolve_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=print) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The super-resolved dataset's contract: one folder of Parquet files per model, complete once marked.
 
 ``<root>/sr/model_id=<id>/part-*.parquet`` holds one row per photo (the columns of :data:`SCHEMA`);
-``<root>/sr/model_id=<id>/_SUCCESS`` is written last and records the row count. A folder without the
+``<root>/sr/model_id=<id>/_SUCCESS`` is written last and records the row count, the model's
+hyperparameters and the precision the images were made in. A folder without the
 marker is partial: it is deleted and redone, so the finished dataset has exactly one row per
 (model, photo), no duplicates and no partial shards.
 """
@@ -26,6 +27,8 @@ SCHEMA = pa.schema([
     ("width", pa.int32()), ("psnr", pa.float64()),
 ])
 MARKER = "_SUCCESS"
+#: The precision recorded for images made outside srfp (ingested): whoever made them did not say.
+UNKNOWN_PRECISION = "unknown"
 
 
 def shard_folder(model_id: str) -> str:
@@ -79,17 +82,18 @@ def shard_status(storage: Storage, model_id: str) -> ShardStatus:
     return ShardStatus(model_id, "partial" if files else "missing", 0)
 
 
-def mark_complete(storage: Storage, model: ModelInfo, expected_rows: int) -> int:
+def mark_complete(storage: Storage, model: ModelInfo, expected_rows: int, precision: str) -> int:
     """Check the shard has exactly one row per expected photo, then write its marker; returns the row count.
 
-    The marker also records the model's hyperparameters, so later stages list models without reading images."""
+    The marker also records the model's hyperparameters, so later stages list models without reading images,
+    and the ``precision`` the images were made in (``float32``, ``bfloat16``, or ``unknown``)."""
     folder = shard_folder(model.model_id)
     table = read_shard(storage, model.model_id, columns=["image_id"])
     ids = table.column("image_id").to_pylist()
     if len(ids) != expected_rows or len(set(ids)) != len(ids):
         raise RuntimeError(f"{storage.uri_of(folder)}: {len(ids)} rows ({len(set(ids))} distinct photos), "
                            f"expected {expected_rows}; the shard is left unmarked and will be redone")
-    storage.write_text(f"{folder}/{MARKER}", json.dumps({"rows": len(ids), "model": asdict(model)}))
+    storage.write_text(f"{folder}/{MARKER}", json.dumps({"rows": len(ids), "model": asdict(model), "precision": precision}))
     return len(ids)
 
 
@@ -109,10 +113,10 @@ def read_shard(storage: Storage, model_id: str, columns: list[str] | None = None
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table().select(columns or SCHEMA.names)
 
 
-def write_shard(storage: Storage, model: ModelInfo, rows: list[dict]) -> None:
+def write_shard(storage: Storage, model: ModelInfo, rows: list[dict], precision: str) -> None:
     """Write a whole shard in one Parquet file, then its marker (for shards made outside Ray Data)."""
     storage.delete(shard_folder(model.model_id))
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
     storage.write_bytes(f"{shard_folder(model.model_id)}/part-00000.parquet", sink.getvalue())
-    mark_complete(storage, model, len(rows))
+    mark_complete(storage, model, len(rows), precision)
