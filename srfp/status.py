@@ -6,7 +6,7 @@ from srfp.classify.loop import read_checkpoint
 from srfp.classify.stage import is_complete, read_result, task_folder
 from srfp.photos import MANIFEST
 from srfp.plan import Plan
-from srfp.sisr.train import checkpoint_path, is_trained
+from srfp.sisr.train import is_trained, training_progress
 from srfp.storage import Storage
 from srfp.superres.shards import shard_status
 
@@ -18,12 +18,11 @@ def render_status(plan: Plan, storage: Storage) -> str:
     rows = []
     for spec in plan.models:
         model_id = spec.model_id
-        training = ("trained" if is_trained(storage, model_id)
-                    else "training (checkpoint)" if storage.is_file(checkpoint_path(model_id)) else "not trained")
+        training = model_training_state(storage, model_id)
         shard = shard_status(storage, model_id)
         trained += training == "trained"
         superresolved += shard.state == "complete"
-        rows.append(f"  {model_id:<36} {training:<22} superres: {shard.state}"
+        rows.append(f"  {model_id:<36} {training:<36} superres: {shard.state}"
                     + (f" ({shard.rows} images)" if shard.state == "complete" else ""))
     lines.append(f"train         {trained} of {len(plan.models)} models trained")
     lines.append(f"superresolve  {superresolved} of {len(plan.models)} shards complete")
@@ -33,6 +32,14 @@ def render_status(plan: Plan, storage: Storage) -> str:
     report = storage.uri_of("report/report.md") if storage.is_file("report/report.md") else None
     lines.append(f"report        {'written: ' + report if report else 'not written: run `report`'}")
     return "\n".join(lines + ["", "models:"] + rows + ["", "classifiers:"] + tasks)
+
+
+def model_training_state(storage: Storage, model_id: str) -> str:
+    """trained, the iteration of its last checkpoint (from the small progress file beside it), or not trained."""
+    if is_trained(storage, model_id):
+        return "trained"
+    progress = training_progress(storage, model_id)
+    return f"training: iteration {progress['iteration']} of {progress['iterations']}" if progress else "not trained"
 
 
 def classifier_lines(plan: Plan, storage: Storage) -> list[str]:

@@ -117,8 +117,8 @@ def test_status_reports_every_stage_from_storage(ray_local, root, grid):
     superresolve_grid(grid, MODELS[:1], root, log=lambda *_: None)
     text = render_status(plan, root)
     assert "photos        built" in text and "train         1 of 2 models trained" in text
-    assert "EDSR-div2k-x2-L1-s1                  trained                superres: complete (7 images)" in text
-    assert "RCAN-div2k-x2-L1-s1                  not trained            superres: missing" in text
+    assert f"{'EDSR-div2k-x2-L1-s1':<36} {'trained':<36} superres: complete (7 images)" in text
+    assert f"{'RCAN-div2k-x2-L1-s1':<36} {'not trained':<36} superres: missing" in text
 
 
 def test_shards_on_s3_read_with_pyarrow_and_list_with_boto3(ray_local, tmp_path, grid, s3_bucket, boto3_client):

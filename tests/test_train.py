@@ -1,14 +1,25 @@
 """Training one SISR model in plain PyTorch: outputs, determinism, exact resumption, learning."""
 
+import io
 import json
 
 import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from conftest import smoke_grid
-from srfp.sisr.train import checkpoint_path, is_trained, load_trained, record_path, train_model, weights_path
+from conftest import cuda_tagged_bytes, smoke_grid
+from srfp.sisr.train import (
+    checkpoint_path,
+    is_trained,
+    load_trained,
+    progress_path,
+    record_path,
+    train_model,
+    training_progress,
+    weights_path,
+)
 from srfp.spec import SISRSpec
+from srfp.status import model_training_state
 from srfp.storage import Storage
 
 EDSR_L1 = SISRSpec("EDSR", "div2k", 2, "L1", 1)
@@ -64,6 +75,41 @@ def test_a_resumed_model_ends_exactly_where_an_uninterrupted_one_does(tmp_path, 
     assert record["resumed_from_iteration"] == 3
     a = load_safetensors(straight.read_bytes(weights_path(spec.model_id)))
     b = load_safetensors(resumed.read_bytes(weights_path(spec.model_id)))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_status_shows_the_progress_written_beside_the_checkpoint_without_reading_it(tmp_path, monkeypatch):
+    storage = Storage(tmp_path)
+    grid = smoke_grid(iterations=6, checkpoint_every=3)
+    with pytest.raises(Interrupted):
+        train_model(EDSR_L1, grid, storage, report=_interrupt_after_first_checkpoint)
+    progress = training_progress(storage, EDSR_L1.model_id)
+    assert {key: progress[key] for key in ("iteration", "iterations")} == {"iteration": 3, "iterations": 6}
+    assert progress["val_psnr"] > 10 and progress["train_seconds"] > 0 and progress["time"].endswith("Z")
+    read_bytes = Storage.read_bytes
+    monkeypatch.setattr(Storage, "read_bytes", lambda self, path: pytest.fail(f"status read {path}")
+                        if path.endswith(".pt") else read_bytes(self, path))
+    assert model_training_state(storage, EDSR_L1.model_id) == "training: iteration 3 of 6"
+    monkeypatch.undo()
+    train_model(EDSR_L1, grid, storage)
+    assert not storage.exists(progress_path(EDSR_L1.model_id)) and training_progress(storage, EDSR_L1.model_id) is None
+    assert model_training_state(storage, EDSR_L1.model_id) == "trained"
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_training_on_the_cpu(tmp_path):
+    grid = smoke_grid(iterations=6, checkpoint_every=3)
+    straight, resumed = Storage(tmp_path / "straight"), Storage(tmp_path / "resumed")
+    train_model(EDSR_L1, grid, straight)
+    with pytest.raises(Interrupted):
+        train_model(EDSR_L1, grid, resumed, report=_interrupt_after_first_checkpoint)
+    path = checkpoint_path(EDSR_L1.model_id)
+    checkpoint = torch.load(io.BytesIO(resumed.read_bytes(path)), map_location="cpu", weights_only=True)
+    resumed.write_bytes(path, cuda_tagged_bytes(checkpoint))
+    with pytest.raises(RuntimeError, match="Attempting to deserialize object on a CUDA device"):
+        torch.load(io.BytesIO(resumed.read_bytes(path)), weights_only=True)
+    assert train_model(EDSR_L1, grid, resumed)["resumed_from_iteration"] == 3
+    a = load_safetensors(straight.read_bytes(weights_path(EDSR_L1.model_id)))
+    b = load_safetensors(resumed.read_bytes(weights_path(EDSR_L1.model_id)))
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 

@@ -1,9 +1,10 @@
 """Train one SISR model, in plain PyTorch: the function a Ray Tune trial runs (see srfp.sisr.tuning).
 
 Outputs in the storage root: ``checkpoints/<model_id>.pt`` every ``checkpoint_every`` iterations (a
-restarted trial continues from it), then ``models/<model_id>.safetensors`` and, last, the completion
-record ``models/<model_id>.json`` (the spec, settings, validation PSNR, throughput). A model whose
-record exists is finished and never trained again.
+restarted trial continues from it, on any device) and after it ``checkpoints/<model_id>.json``, the
+progress ``status`` shows; then ``models/<model_id>.safetensors`` and, last, the completion record
+``models/<model_id>.json`` (the spec, settings, validation PSNR, throughput). A model whose record exists
+is finished and never trained again; its checkpoint and progress are removed.
 """
 
 from __future__ import annotations
@@ -43,8 +44,19 @@ def checkpoint_path(model_id: str) -> str:
     return f"checkpoints/{model_id}.pt"
 
 
+def progress_path(model_id: str) -> str:
+    return f"checkpoints/{model_id}.json"
+
+
 def is_trained(storage: Storage, model_id: str) -> bool:
     return storage.is_file(record_path(model_id))
+
+
+def training_progress(storage: Storage, model_id: str) -> dict | None:
+    """What a model in training wrote with its last checkpoint (``iteration``, ``iterations``, ``val_psnr``,
+    ``train_seconds``, ``time``), or None; reads a few bytes, never the checkpoint."""
+    path = progress_path(model_id)
+    return json.loads(storage.read_text(path)) if storage.is_file(path) else None
 
 
 def build_model(spec: SISRSpec, grid: GridSpec) -> torch.nn.Module:
@@ -149,9 +161,9 @@ def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callab
     device = device or choose_device()
     pretrained = settings.pretrained_perceptual if pretrained_perceptual is None else pretrained_perceptual
     state = _new_state(spec, grid, device, pretrained)
-    if storage.is_file(checkpoint_path(spec.model_id)):
+    if storage.is_file(checkpoint_path(spec.model_id)):  # its tensors go to the CPU, then to the model's device
         state.load_state_dict(torch.load(io.BytesIO(storage.read_bytes(checkpoint_path(spec.model_id))),
-                                         map_location=device, weights_only=True))
+                                         map_location="cpu", weights_only=True))
     resumed_from = state.iteration
     patch = settings.adversarial.patch_size if spec.is_adversarial else settings.patch_size[spec.scale]
     sampler = PatchSampler(PairCache(training_images(grid.data, spec.dataset), spec.scale), patch,
@@ -174,14 +186,22 @@ def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callab
                        "val_psnr": validate(state.model, validation, device),
                        "images_per_second": window_iterations * settings.batch_size / elapsed,
                        "learning_rate": state.scheduler.get_last_lr()[0]}
-            buffer = io.BytesIO()
-            torch.save(state.state_dict(), buffer)
-            storage.write_bytes(checkpoint_path(spec.model_id), buffer.getvalue())
+            _write_checkpoint(storage, spec.model_id, state, metrics["val_psnr"], settings.iterations)
             report(metrics)
             window_start, window_iterations = time.perf_counter(), 0
     if not metrics:  # the checkpoint was already at the last iteration
         metrics = {"iteration": state.iteration, "val_psnr": validate(state.model, validation, device)}
     return _finish(spec, grid, storage, state, metrics, resumed_from, device, node)
+
+
+def _write_checkpoint(storage: Storage, model_id: str, state: _State, val_psnr: float, iterations: int) -> None:
+    """The checkpoint, then the progress written beside it."""
+    buffer = io.BytesIO()
+    torch.save(state.state_dict(), buffer)
+    storage.write_bytes(checkpoint_path(model_id), buffer.getvalue())
+    progress = {"iteration": state.iteration, "iterations": iterations, "val_psnr": val_psnr,
+                "train_seconds": round(state.seconds, 3), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    storage.write_text(progress_path(model_id), json.dumps(progress))
 
 
 def _finish(spec, grid, storage, state: _State, metrics: dict, resumed_from: int, device, node: str) -> dict:
@@ -195,4 +215,5 @@ def _finish(spec, grid, storage, state: _State, metrics: dict, resumed_from: int
     text = json.dumps(record, indent=2)
     storage.write_text(record_path(spec.model_id), text)
     storage.delete(checkpoint_path(spec.model_id))
+    storage.delete(progress_path(spec.model_id))
     return json.loads(text)
