@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_ingest import ESRGAN, ESRGAN_ID, build_photos, cropped, model_folder
 from torch import nn
 
 from srfp.datasets import validation_images
@@ -21,7 +22,6 @@ from srfp.storage import Storage
 from srfp.superres.core import superresolve
 from srfp.superres.ingest import ingest
 from srfp.superres.shards import MARKER, shard_folder
-from test_ingest import ESRGAN, ESRGAN_ID, build_photos, cropped, model_folder
 
 CUDA = torch.device("cuda")
 
