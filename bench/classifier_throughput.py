@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 
 from srfp.classify.data import CropRows, shard_files
-from srfp.classify.loop import read_checkpoint, train_epoch
+from srfp.classify.loop import read_progress, train_epoch
 from srfp.classify.network import Classifier
 from srfp.classify.trainer import fit
 from srfp.cluster import connect
@@ -63,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     start = time.perf_counter()
-    crops = CropRows("model_id", labels, settings.crop_size, random_crops=True)(rows)
+    crops = CropRows("model_id", labels, settings.crop_size, epoch=0)(rows)
     decode_rate = len(crops["image"]) / (time.perf_counter() - start)
 
     torch.set_num_threads(threads)
@@ -76,13 +76,13 @@ def main() -> None:
         order = torch.randperm(len(images))
         batches = ({"image": images[order[i:i + settings.batch_size]], "label": targets[order[i:i + settings.batch_size]]}
                    for i in range(0, len(images), settings.batch_size))
-        plain.append(train_epoch(classifier, classifier, "all", batches, optimizer, torch.device("cpu")))
+        plain.append(train_epoch(classifier, "all", batches, optimizer, torch.device("cpu")))
 
     connect(num_cpus=None)
     folder = f"bench/classifier-{time.time_ns()}"
     try:
         fit(storage, folder, "model_id", labels, model_ids, settings)
-        ray_epochs = read_checkpoint(storage, folder)["history"]
+        ray_epochs = read_progress(storage, folder)["history"]
     finally:
         storage.delete(folder)
 

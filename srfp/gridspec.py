@@ -121,15 +121,33 @@ class Resources:
 class AdversarialSettings:
     """SRGAN/ESRGAN-style training: L1 + perceptual + relativistic adversarial terms.
 
-    The first ``warmup_iterations`` of an adversarial trial train with L1 alone (the study started
-    its GAN models from L1-trained ones)."""
+    The first ``warmup_iterations`` of an adversarial trial train with L1 alone, as an L1 model (the
+    study started its GAN models from L1-trained ones). Then, as BasicSR's ESRGAN recipe
+    (``options/train/ESRGAN/train_ESRGAN_x4.yml``), the generator keeps its weights and gets a fresh Adam
+    (``learning_rate``, ``betas``), the discriminator its own (``discriminator_lr``, ``betas``), both
+    halved at each of ``lr_milestones``, counted in iterations of the adversarial phase."""
 
     warmup_iterations: int = 0
     patch_size: int = 128
     l1_weight: float = 0.01
     perceptual_weight: float = 1.0
     adversarial_weight: float = 0.005
+    learning_rate: float = 1e-4
     discriminator_lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    lr_milestones: list[int] = field(default_factory=lambda: [50_000, 100_000, 200_000, 300_000])
+
+    def __post_init__(self):
+        for name in ("learning_rate", "discriminator_lr"):
+            if getattr(self, name) <= 0:
+                raise SchemaError(f"training.adversarial.{name}: {getattr(self, name)!r} is not allowed; "
+                                  f"expected a positive number")
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise SchemaError(f"training.adversarial.betas: {self.betas!r} is not allowed; "
+                              f"expected two numbers in [0, 1), e.g. [0.9, 0.99]")
+        if any(m < 1 for m in self.lr_milestones) or self.lr_milestones != sorted(set(self.lr_milestones)):
+            raise SchemaError(f"training.adversarial.lr_milestones: {self.lr_milestones!r} is not allowed; "
+                              f"expected increasing positive iteration counts")
 
 
 @dataclass(frozen=True)
@@ -182,8 +200,12 @@ class ClassifierSettings:
     #: Random crops taken from each training image per epoch (the study: 1; more for small photo sets).
     crops_per_image: int = 1
     batch_size: int = 16
-    #: Rows mixed in each worker's local shuffle buffer (shards are ordered by model).
+    #: Rows mixed in the local shuffle buffer (shards are ordered by model).
     shuffle_buffer: int = 1000
+    #: Seeds the new final layer's initialisation and, per epoch, the block order, the shuffle and the crops.
+    seed: int = 0
+    #: Ray Data delivers rows in a fixed order (repeatable runs; see README for its cost).
+    preserve_order: bool = False
     head_epochs: int = 3
     finetune_epochs: int = 15
     learning_rate: float = 5e-4
@@ -192,8 +214,10 @@ class ClassifierSettings:
     #: fine-tuning epoch, before validation: for short trainings (a few hundred steps), whose running
     #: averages lag behind the weights. 0: off (the study).
     recalibrate_batch_norm: int = 0
-    workers: int = 1
+    #: Resources of the one Ray Train worker of each task; the batch is the study's whatever the cluster.
     worker: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1, gpu_hours=6))
+    #: Tasks trained side by side (one Ray Tune trial each); 0: as many as the cluster's GPUs (or CPUs) fit.
+    max_concurrent_tasks: int = 0
     vote_size: int = 10
     vote_repeats: int = 1000
     max_failures: int = 2
@@ -270,6 +294,20 @@ def resolve_grid_path(name_or_path: str | Path) -> Path:
                     f"or one of the bundled grids: {', '.join(BUNDLED_GRIDS)}")
 
 
+#: Fields earlier versions took, with what replaced them.
+REMOVED_FIELDS = {
+    ("classifier", "workers"): "each classifier trains on one Ray Train worker with the study's batch "
+                               "(classifier.batch_size), whatever the number of GPUs; tasks run side by side "
+                               "instead (classifier.max_concurrent_tasks). Remove the field",
+}
+
+
+def _refuse_removed_fields(data) -> None:
+    for (section, name), replacement in REMOVED_FIELDS.items():
+        if isinstance(data, dict) and isinstance(data.get(section), dict) and name in data[section]:
+            raise SchemaError(f"{section}.{name}: no longer a setting: {replacement}")
+
+
 def load_grid(name_or_path: str | Path) -> GridSpec:
     """Read and validate a grid file; raises :class:`GridError` naming the file and the bad field."""
     path = resolve_grid_path(name_or_path)
@@ -278,6 +316,7 @@ def load_grid(name_or_path: str | Path) -> GridSpec:
     except yaml.YAMLError as error:
         raise GridError(f"{path}: not valid YAML: {error}") from None
     try:
+        _refuse_removed_fields(data)
         grid = build(GridSpec, data, where="")
     except SchemaError as error:
         raise GridError(f"{path}: {error}") from None

@@ -75,7 +75,7 @@ class Plan:
 
     def classifier_gpu_hours(self) -> float:
         worker = self.grid.classifier.worker
-        return len(self.tasks) * worker.gpu_hours * max(worker.gpus, 1) * self.grid.classifier.workers
+        return len(self.tasks) * worker.gpu_hours * max(worker.gpus, 1)
 
     def render(self) -> str:
         grid, lines = self.grid, []
@@ -101,6 +101,6 @@ class Plan:
                      f" ({trial.gpus:g} GPU, {trial.cpus:g} CPU per trial)")
         shares = " / ".join(f"{split} {share}" for split, share in grid.photos.split.items())
         lines.append(f"  superresolve  {len(self.models)} models x every photo of the manifest (split {shares})")
-        lines.append(f"  classifiers   {len(self.tasks)} tasks x {grid.classifier.workers} workers x "
-                     f"{grid.classifier.worker.gpu_hours:g} GPU-h = {self.classifier_gpu_hours():g} GPU-hours")
+        lines.append(f"  classifiers   {len(self.tasks)} tasks x {grid.classifier.worker.gpu_hours:g} GPU-h = "
+                     f"{self.classifier_gpu_hours():g} GPU-hours ({grid.classifier.worker.gpus:g} GPU per task)")
         return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from srfp.classify.loop import read_checkpoint
+from srfp.classify.loop import read_progress
 from srfp.classify.stage import is_complete, read_result, task_folder
 from srfp.photos import MANIFEST
 from srfp.plan import Plan
@@ -52,7 +52,7 @@ def classifier_lines(plan: Plan, storage: Storage) -> list[str]:
             summary = read_result(storage, folder)["summary"]
             state = f"test accuracy {summary['accuracy_1_image']:.3f} (chance {summary['chance']:.3f})"
         else:
-            checkpoint = read_checkpoint(storage, folder)
-            state = f"training: epoch {checkpoint['epoch']} of {epochs}" if checkpoint else "not started"
+            progress = read_progress(storage, folder)
+            state = f"training: epoch {progress['epoch']} of {epochs}" if progress else "not started"
         lines.append(f"  {task.name:<36} {state}")
     return lines

@@ -146,8 +146,8 @@ def untrained_root(path: Path, grid, published: dict[str, int] | None = None):
 @pytest.fixture(scope="session")
 def classified_root(tmp_path_factory, ray_local):
     """The smoke grid's 16 models and two published ones (untrained networks), classified through the CLI
-    with 2 epochs (head, then all) of one crop per image: attribution, the scale parser holding out L1, and the scale parser
-    of every model trained by two DDP workers (half a CPU each)."""
+    with 2 epochs (head, then all) of one crop per image: attribution, then the scale parser holding out L1
+    and the scale parser of every model side by side (two Tune trials, their workers half a CPU each)."""
     import yaml
 
     from srfp import grid as cli
@@ -158,11 +158,12 @@ def classified_root(tmp_path_factory, ray_local):
     quick = yaml.safe_load(open(load_grid("smoke").source))
     quick["classifier"].update(crops_per_image=1, head_epochs=1, finetune_epochs=1)
     (folder / "quick.yaml").write_text(yaml.safe_dump(quick))
-    quick["classifier"].update(workers=2, worker={"cpus": 0.5, "gpus": 0})
-    (folder / "two-workers.yaml").write_text(yaml.safe_dump(quick))
+    quick["classifier"].update(max_concurrent_tasks=2, worker={"cpus": 0.5, "gpus": 0})
+    quick["tasks"] = {"attribution": False, "parsers": [{"target": "scale", "holdouts": ["L1"]}],
+                      "all_model_parsers": ["scale"]}
+    (folder / "scale-parsers.yaml").write_text(yaml.safe_dump(quick))
     for arguments in (["attribute", "--grid", str(folder / "quick.yaml")],
-                      ["parse", "--holdout", "L1", "--target", "scale", "--grid", str(folder / "quick.yaml")],
-                      ["parse", "--target", "scale", "--grid", str(folder / "two-workers.yaml")]):
+                      ["parse", "--all", "--grid", str(folder / "scale-parsers.yaml")]):
         assert cli.main([*arguments, "--root", root.uri]) == 0
     return root
 

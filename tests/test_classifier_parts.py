@@ -33,7 +33,7 @@ def test_crop_rows_decode_crop_and_label_with_minus_one_for_values_without_a_cla
     png = encode_png(np.full((20, 30, 3), 7, np.uint8))
     batch = {"png": np.array([png, png], dtype=object), "model_id": np.array(["a", "b"]),
              "image_id": np.array(["p1", "p2"]), "scale": np.array([4, 3])}
-    rows = CropRows("scale", ["2", "4"], 16, random_crops=False)(batch)
+    rows = CropRows("scale", ["2", "4"], 16)(batch)
     assert rows["image"].shape == (2, 16, 16, 3) and rows["image"].dtype == np.uint8
     assert rows["label"].tolist() == [1, -1]
     assert "png" not in rows and rows["image_id"].tolist() == ["p1", "p2"]
@@ -125,10 +125,10 @@ def test_several_random_crops_of_each_training_image_for_small_photo_sets():
     png = encode_png(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
     batch = {"png": np.array([png], dtype=object), "model_id": np.array(["a"]), "image_id": np.array(["p1"]),
              "scale": np.array([2])}
-    rows = CropRows("scale", ["2", "4"], 16, random_crops=True, crops_per_image=4)(batch)
+    rows = CropRows("scale", ["2", "4"], 16, epoch=0, crops_per_image=4)(batch)
     assert rows["image"].shape == (4, 16, 16, 3) and rows["label"].tolist() == [0] * 4
     assert len({crop.tobytes() for crop in rows["image"]}) == 4 and rows["model_id"].tolist() == ["a"] * 4
-    assert CropRows("scale", ["2", "4"], 16, random_crops=False, crops_per_image=4)(batch)["image"].shape[0] == 1
+    assert CropRows("scale", ["2", "4"], 16, crops_per_image=4)(batch)["image"].shape[0] == 1
 
 
 def test_batch_norm_recalibration_makes_evaluation_see_the_network_as_trained():

@@ -9,13 +9,15 @@ import signal
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import kill_group, ray_workers, start_cli, untrained_root, wait_for
 from srfp import grid as cli
-from srfp.classify.loop import read_checkpoint
+from srfp.classify.data import read_split, training_crops
+from srfp.classify.loop import read_checkpoint, read_progress
 from srfp.classify.stage import ClassifyError, classify, task_folder
-from srfp.gridspec import load_grid
+from srfp.gridspec import GridError, load_grid
 from srfp.storage import Storage
 from srfp.tasks import attribution_task, parser_tasks
 
@@ -52,13 +54,6 @@ def test_a_holdout_parser_trains_without_the_held_out_value_and_tests_on_it(clas
     assert (predictions.true_label == predictions.scale.astype(str)).all()
     everything = pd.read_parquet(classified_root.path(f"{folder('parse-scale-all')}/predictions.parquet"))
     assert set(everything[everything.role == "published"].true_label) == {"2", "4"}
-
-
-def test_a_classifier_trains_with_several_ddp_workers(classified_root):
-    result = json.loads(classified_root.read_text(f"{folder('parse-scale-all')}/result.json"))
-    assert {epoch["workers"] for epoch in result["history"]} == {2}
-    # Rank 0 reports its share of the 80 training crops of an epoch (16 models x 5 photos x 1 crop).
-    assert all(0 < epoch["train_images"] < 80 for epoch in result["history"])
 
 
 def test_a_complete_task_is_reported_against_chance_and_not_retrained(classified_root, capsys):
@@ -100,7 +95,7 @@ def test_a_parser_survives_a_killed_train_worker_and_a_killed_driver_training_ea
     grid["classifier"].update(head_epochs=1, finetune_epochs=3, crops_per_image=2)  # four short epochs
     (tmp_path / "four-epochs.yaml").write_text(yaml.safe_dump(grid))
     arguments = ["parse", "--holdout", "L1", "--target", "scale", "--root", root.uri, "--grid", str(tmp_path / "four-epochs.yaml")]
-    epochs_done = lambda: read_checkpoint(root, task)["epoch"] if root.is_file(f"{task}/checkpoint.pt") else 0  # noqa: E731
+    epochs_done = lambda: (read_progress(root, task) or {"epoch": 0})["epoch"]  # noqa: E731
     driver = start_cli(arguments, tmp_path)
     wait_for(lambda: epochs_done() >= 1, timeout=300, what="a first finished epoch")
     at_kill = epochs_done()
@@ -117,3 +112,74 @@ def test_a_parser_survives_a_killed_train_worker_and_a_killed_driver_training_ea
     assert "parse-scale-holdout-L1: test accuracy" in log and "chance 0.500" in log
     result = json.loads(root.read_text(f"{task}/result.json"))
     assert [h["epoch"] for h in result["history"]] == list(range(1, total + 1))  # each epoch once: none redone, none lost
+
+
+def _crops_by_image(dataset) -> dict[str, bytes]:
+    return {row["image_id"]: row["image"].tobytes() for row in dataset.take_all()}
+
+
+def test_training_crops_change_every_epoch_and_repeat_with_the_seed(ray_local, tmp_path):
+    """Through the real Ray Data path: each epoch draws new crops of each image, and a rerun draws the same."""
+    one_model = dataclasses.replace(SMOKE, models=dataclasses.replace(
+        SMOKE.models, archs=["EDSR"], datasets=["div2k"], scales=[2], losses=["L1"]))
+    root = untrained_root(tmp_path / "run", one_model)
+    [model_id] = [spec.model_id for spec in one_model.specs()]
+    settings = dataclasses.replace(SMOKE.classifier, crops_per_image=1)
+
+    def epoch(number, seed=0):
+        rows = read_split(root, [model_id], "train")
+        return _crops_by_image(training_crops(rows, "model_id", [model_id], dataclasses.replace(settings, seed=seed),
+                                              number))
+
+    first, second = epoch(0), epoch(1)
+    assert len(first) == 5 and first.keys() == second.keys()
+    assert all(first[image] != second[image] for image in first)  # new crops each epoch
+    assert len(set(first.values())) == 5  # and each image its own
+    assert epoch(0) == first and epoch(1) == second  # the same seed, the same crops
+    assert all(crop != first[image] for image, crop in epoch(0, seed=1).items())
+
+
+def test_tasks_train_side_by_side_with_the_studys_batch_and_learning_rate(classified_root):
+    """Each task trains on one worker with classifier.batch_size and classifier.learning_rate as given (no
+    scaling by a number of workers); the two scale parsers of the fixture ran as two concurrent Tune trials."""
+    histories = {name: json.loads(classified_root.read_text(f"{folder(name)}/result.json"))["history"]
+                 for name in ("parse-scale-holdout-L1", "parse-scale-all")}
+    for history in histories.values():
+        assert {epoch["batch_size"] for epoch in history} == {SMOKE.classifier.batch_size}
+        assert history[0]["learning_rate"] == SMOKE.classifier.learning_rate
+    # Every training crop of an epoch went through the one worker: 5 photos x 1 crop of each training model.
+    assert [epoch["train_images"] for epoch in histories["parse-scale-all"]] == [80, 80]
+    tune_files = classified_root.list("classifiers/xception_narrow/tune", recursive=True)
+    spans = []
+    for name in histories:
+        [progress] = [path for path in tune_files if path.endswith(f"/{name}/progress.csv")]
+        record = pd.read_csv(classified_root.path(progress)).iloc[-1]
+        spans.append((record["timestamp"] - record["time_total_s"], record["timestamp"]))
+    (start_a, end_a), (start_b, end_b) = spans
+    assert start_a < end_b and start_b < end_a  # the two trials overlapped in time
+
+
+def test_a_grid_asking_for_several_workers_per_classifier_is_refused_with_the_replacement(tmp_path):
+    grid = yaml.safe_load(open(SMOKE.source))
+    grid["classifier"]["workers"] = 4
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(grid))
+    with pytest.raises(GridError, match=r"classifier.workers: no longer a setting: each classifier trains on one "
+                                        r"Ray Train worker with the study's batch .*max_concurrent_tasks"):
+        load_grid(tmp_path / "ddp.yaml")
+
+
+def test_a_checkpoint_written_on_a_gpu_loads_on_a_machine_without_one(tmp_path):
+    from conftest import cuda_tagged_bytes
+    from srfp.classify.loop import write_checkpoint
+    from srfp.plan import Plan
+    from srfp.status import render_status
+
+    root = Storage(tmp_path / "run")
+    task = folder("attribution")
+    state = {"epoch": 1, "phase": "head", "best_epoch": 1, "best_accuracy": 0.5, "history": [{"epoch": 1}],
+             "model": {"weight": torch.ones(2)}}
+    write_checkpoint(root, task, state)  # its progress record
+    root.write_bytes(f"{task}/checkpoint.pt", cuda_tagged_bytes(state))  # tensors that claim cuda:0
+    assert torch.equal(read_checkpoint(root, task)["model"]["weight"], torch.ones(2))
+    assert read_checkpoint(root, task)["model"]["weight"].device.type == "cpu"
+    assert "attribution                          training: epoch 1 of 3" in render_status(Plan.of(SMOKE, None), root)

@@ -44,7 +44,7 @@ class Predictor:
         self.classifier = Classifier(settings.backbone, len(labels), pretrained=False)
         load_weights(self.classifier, Storage(root).read_bytes(weights_path(folder)))
         self.classifier.to(self.device).eval()
-        self.crop = CropRows(target, labels, settings.crop_size, random_crops=False)
+        self.crop = CropRows(target, labels, settings.crop_size)
         self.target, self.labels = target, np.array(labels)
 
     def __call__(self, batch: dict[str, np.ndarray], role: str) -> pa.Table:

@@ -1,7 +1,8 @@
-"""The classifier stage: for each task, train on Ray Train, predict the test images, score, record.
+"""The classifier stage: for each task, train on Ray Train, predict the test images, score, record; the tasks
+run side by side, one Ray Tune trial each (see srfp.classify.tuning).
 
-``<root>/classifiers/<backbone>/<task>/`` holds ``checkpoint.pt`` and ``model.safetensors`` (see srfp.classify.loop),
-``predictions.parquet`` and, written last, ``result.json`` (labels, models, settings, per-epoch history
+``<root>/classifiers/<backbone>/<task>/`` holds ``checkpoint.pt``, ``progress.json`` and ``model.safetensors``
+(see srfp.classify.loop), ``predictions.parquet`` and, written last, ``result.json`` (labels, models, settings, per-epoch history
 and the headline accuracies). A task with a result is complete and skipped; an interrupted one
 continues from its last finished epoch.
 """
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 
 from srfp.analysis.accuracy import summarise
-from srfp.classify.loop import read_checkpoint, weights_path
+from srfp.classify.loop import read_progress, weights_path
 from srfp.classify.predict import predict, read_predictions, write_predictions
 from srfp.errors import UserError
-from srfp.gridspec import GridSpec
+from srfp.gridspec import ClassifierSettings, GridSpec
 from srfp.photos import read_manifest
 from srfp.storage import Storage
 from srfp.superres.shards import ModelInfo, complete_models
@@ -70,43 +72,55 @@ def check_crop_fits(grid: GridSpec, storage: Storage) -> None:
                             "smaller crop_size or larger photos (photos.long_side)")
 
 
-def run_task(grid: GridSpec, storage: Storage, task: Task, log=print) -> dict:
-    """Train, predict and score one task (continuing an interrupted one); returns its result record."""
-    from srfp.classify.trainer import fit  # Ray Train loads only when a classifier is trained
+@dataclass(frozen=True)
+class TaskRun:
+    """A task resolved on the driver against the shards: everything its trial needs to train, predict and score."""
 
-    settings = grid.classifier
-    folder = task_folder(settings.backbone, task)
-    shards = complete_models(storage)  # read once: on S3 each marker is a request
+    task: Task
+    folder: str
+    labels: list[str]
+    train_ids: list[str]
+    test_ids: list[str]
+    published: list[str]
+    init_folder: str | None
+
+
+def prepare(grid: GridSpec, storage: Storage, task: Task, shards: list[ModelInfo]) -> TaskRun:
+    """Resolve a task's models and labels from the complete shards; a task that cannot run yet raises here,
+    before any trial starts."""
     models = task_models(grid, task, shards)
     task.validate(models)
-    labels = [str(label) for label in task.labels(models)]
-    train_ids = [m.model_id for m in task.train_models(models)]
-    test_ids = [m.model_id for m in task.test_models(models)]
     published = ([m.model_id for m in shards if m.source != "custom"]
                  if task.population == "custom" and task.holdout is None else [])
-    init_folder = task_folder(settings.backbone, task.init_from) if task.init_from else None
-    if init_folder and not storage.is_file(weights_path(init_folder)):
-        raise ClassifyError(f"{task.name}: starts from {task.init_from}, but "
-                            f"{storage.uri_of(weights_path(init_folder))} does not exist; train that classifier first")
+    return TaskRun(task, task_folder(grid.classifier.backbone, task), [str(label) for label in task.labels(models)],
+                   [m.model_id for m in task.train_models(models)], [m.model_id for m in task.test_models(models)],
+                   published, task_folder(grid.classifier.backbone, task.init_from) if task.init_from else None)
+
+
+def run_task(storage: Storage, settings: ClassifierSettings, run: TaskRun, log=print) -> dict:
+    """Train (continuing an interrupted training), predict and score one task; returns its result record.
+    Runs inside the task's Ray Tune trial."""
+    from srfp.classify.trainer import fit  # Ray Train loads only when a classifier is trained
+
+    task, folder = run.task, run.folder
     total_epochs = settings.head_epochs + settings.finetune_epochs
-    checkpoint = read_checkpoint(storage, folder)
-    done = checkpoint["epoch"] if checkpoint else 0
+    progress = read_progress(storage, folder)
+    done = progress["epoch"] if progress else 0
     if done < total_epochs:
-        log(f"{task.name}: {len(labels)} classes, training on {len(train_ids)} models"
-            + (f", continuing after epoch {done}" if done else "")
-            + f" ({settings.backbone}, {settings.workers} Ray Train workers)")
-        fit(storage, folder, task.target, labels, train_ids, settings, init_folder)
-        checkpoint = read_checkpoint(storage, folder)
-    table = predict(storage, folder, settings, task.target, labels, {"test": test_ids, "published": published})
+        log(f"{task.name}: {len(run.labels)} classes, training on {len(run.train_ids)} models"
+            + (f", continuing after epoch {done}" if done else "") + f" ({settings.backbone})")
+        fit(storage, folder, task.target, run.labels, run.train_ids, settings, run.init_folder)
+        progress = read_progress(storage, folder)
+    table = predict(storage, folder, settings, task.target, run.labels, {"test": run.test_ids, "published": run.published})
     write_predictions(storage, f"{folder}/{PREDICTIONS}", table)
-    summary = summarise(read_predictions(storage, f"{folder}/{PREDICTIONS}"), labels, settings.vote_size,
+    summary = summarise(read_predictions(storage, f"{folder}/{PREDICTIONS}"), run.labels, settings.vote_size,
                         settings.vote_repeats)
-    result = {"task": task.name, "backbone": settings.backbone, "kind": task.kind, "target": task.target, "population": task.population,
-              "holdout": dataclasses.asdict(task.holdout) if task.holdout else None,
-              "exclude_seeds": list(task.exclude_seeds), "init_from": task.init_from, "labels": labels,
-              "train_models": train_ids, "test_models": test_ids, "published_models": published,
-              "settings": dataclasses.asdict(settings), "best_epoch": checkpoint["best_epoch"],
-              "best_val_accuracy": checkpoint["best_accuracy"], "history": checkpoint["history"], "summary": summary}
+    result = {"task": task.name, "backbone": settings.backbone, "kind": task.kind, "target": task.target,
+              "population": task.population, "holdout": dataclasses.asdict(task.holdout) if task.holdout else None,
+              "exclude_seeds": list(task.exclude_seeds), "init_from": task.init_from, "labels": run.labels,
+              "train_models": run.train_ids, "test_models": run.test_ids, "published_models": run.published,
+              "settings": dataclasses.asdict(settings), "best_epoch": progress["best_epoch"],
+              "best_val_accuracy": progress["best_accuracy"], "history": progress["history"], "summary": summary}
     storage.write_text(f"{folder}/{RESULT}", json.dumps(result, indent=1))
     return result
 
@@ -120,16 +134,36 @@ def describe(result: dict) -> str:
 
 
 def classify(grid: GridSpec, storage: Storage, tasks: list[Task], log=print) -> list[dict]:
-    """Run each task that is not complete; print every task's accuracy against chance; returns the results."""
+    """Run every task that is not complete, side by side as Ray Tune trials (a task that starts from another's
+    backbone after it); print every task's accuracy against chance; returns the results in task order."""
     check_crop_fits(grid, storage)
-    results = []
-    for number, task in enumerate(tasks, 1):
+    shards = complete_models(storage)  # read once: on S3 each marker is a request
+    results, pending = {}, []
+    for task in tasks:
         folder = task_folder(grid.classifier.backbone, task)
         if is_complete(storage, folder):
-            result = read_result(storage, folder)
+            results[task.name] = read_result(storage, folder)
         else:
-            log(f"classify: task {number}/{len(tasks)} {task.name}")
-            result = run_task(grid, storage, task, log)
-        log(describe(result))
-        results.append(result)
-    return results
+            pending.append(prepare(grid, storage, task, shards))
+    for wave in _waves(storage, pending):
+        from srfp.classify.tuning import train_tasks  # Ray Tune loads only when a classifier is trained
+
+        log(f"classify: {', '.join(run.task.name for run in wave)}")
+        results.update(train_tasks(storage, grid.classifier, wave, log))
+    for task in tasks:
+        log(describe(results[task.name]))
+    return [results[task.name] for task in tasks]
+
+
+def _waves(storage: Storage, runs: list[TaskRun]) -> list[list[TaskRun]]:
+    """The tasks in the order they can run: those that start from another pending task's backbone wait for it."""
+    def waits(run: TaskRun) -> bool:
+        return any(run.init_folder == other.folder for other in runs if other is not run)
+
+    first, later = [run for run in runs if not waits(run)], [run for run in runs if waits(run)]
+    for run in first:
+        if run.init_folder and not storage.is_file(weights_path(run.init_folder)):
+            raise ClassifyError(f"{run.task.name}: starts from {run.task.init_from}, but "
+                                f"{storage.uri_of(weights_path(run.init_folder))} does not exist; train that "
+                                "classifier first")
+    return [wave for wave in (first, later) if wave]
