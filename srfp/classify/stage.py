@@ -2,8 +2,8 @@
 run side by side, one Ray Tune trial each (see srfp.classify.tuning).
 
 ``<root>/classifiers/<backbone>/<task>/`` holds ``checkpoint.pt``, ``progress.json`` and ``model.safetensors``
-(see srfp.classify.loop), ``predictions.parquet`` and, written last, ``result.json`` (labels, models, settings, per-epoch history
-and the headline accuracies). A task with a result is complete and skipped; an interrupted one
+(see srfp.classify.loop), ``predictions.parquet`` and, written last, ``result.json`` (labels, models,
+settings, per-epoch history and the headline accuracies). A task with a result is complete and skipped; an interrupted one
 continues from its last finished epoch.
 """
 
@@ -85,7 +85,7 @@ class TaskRun:
     init_folder: str | None
 
 
-def prepare(grid: GridSpec, storage: Storage, task: Task, shards: list[ModelInfo]) -> TaskRun:
+def prepare(grid: GridSpec, task: Task, shards: list[ModelInfo]) -> TaskRun:
     """Resolve a task's models and labels from the complete shards; a task that cannot run yet raises here,
     before any trial starts."""
     models = task_models(grid, task, shards)
@@ -144,7 +144,7 @@ def classify(grid: GridSpec, storage: Storage, tasks: list[Task], log=print) -> 
         if is_complete(storage, folder):
             results[task.name] = read_result(storage, folder)
         else:
-            pending.append(prepare(grid, storage, task, shards))
+            pending.append(prepare(grid, task, shards))
     for wave in _waves(storage, pending):
         from srfp.classify.tuning import train_tasks  # Ray Tune loads only when a classifier is trained
 

@@ -18,7 +18,6 @@ from srfp.errors import UserError
 from srfp.gridspec import ClassifierSettings
 from srfp.storage import Storage
 
-
 #: A trial only drives its trainer: no CPU (the worker and the data pipeline need them), memory for its process.
 TRIAL_RESOURCES = {"cpu": 0, "memory": 256 * 1024**2}
 
