@@ -204,8 +204,8 @@ class ClassifierSettings:
     shuffle_buffer: int = 1000
     #: Seeds the new final layer's initialisation and, per epoch, the block order, the shuffle and the crops.
     seed: int = 0
-    #: Ray Data delivers rows in a fixed order (repeatable runs; see README for its cost).
-    preserve_order: bool = False
+    #: Ray Data delivers rows in a fixed order, so that two runs train alike (see README for its cost).
+    preserve_order: bool = True
     head_epochs: int = 3
     finetune_epochs: int = 15
     learning_rate: float = 5e-4
