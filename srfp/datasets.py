@@ -113,3 +113,11 @@ def validation_images(data: DataSettings) -> ImageSet:
     if not valid:
         raise _missing("div2k", source)
     return ImageSet("validation", storage, tuple(valid[: data.validation_images]))
+
+
+def check_training_data(data: DataSettings, datasets: list[str]) -> None:
+    """List (without decoding) the training images of each dataset and the validation images, as a trial
+    reads them where this runs; a :class:`DatasetError` says what is missing."""
+    for dataset in datasets:
+        training_images(data, dataset)
+    validation_images(data)

@@ -16,11 +16,12 @@ import pandas as pd
 import ray
 import torch
 from ray import tune
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from srfp.datasets import training_images, validation_images
+from srfp.datasets import check_training_data
 from srfp.devices import choose_device
 from srfp.errors import UserError
-from srfp.gridspec import GridSpec
+from srfp.gridspec import GridSpec, Resources
 from srfp.sisr.archs import check_options
 from srfp.sisr.losses import SRLoss
 from srfp.sisr.train import is_trained, record_path, train_model
@@ -44,19 +45,67 @@ def run_trial(config: dict, grid: GridSpec, root: str) -> None:
                 node=ray.get_runtime_context().get_node_id())
 
 
-def preflight(grid: GridSpec, specs: list[SISRSpec]) -> None:
-    """Fail before any trial starts on bad architecture options, a missing training set or missing weights."""
+def preflight(grid: GridSpec, specs: list[SISRSpec], log=print) -> None:
+    """Fail before any trial starts on bad architecture options, a training set missing here or on a node
+    where trials run, or missing weights."""
     for arch in sorted({s.arch for s in specs}):
         try:
             check_options(arch, grid.archs.get(arch, {}))
         except ValueError as error:
             raise TrainingFailed(f"{grid.source}: archs.{arch}: {error}") from None
-    for dataset in sorted({s.dataset for s in specs}):
-        training_images(grid.data, dataset)
-    validation_images(grid.data)
+    datasets = sorted({s.dataset for s in specs})
+    check_training_data(grid.data, datasets)
+    check_training_data_on_nodes(grid, datasets, log)
     if grid.training.pretrained_perceptual:
         for loss in sorted({s.loss for s in specs if s.is_adversarial}):
             SRLoss(loss, pretrained=True)
+
+
+def trial_nodes(nodes: list[dict], trial: Resources) -> list[dict]:
+    """The alive nodes (as ``ray.nodes()`` lists them) with the resources of a trial."""
+    return [node for node in nodes if node["Alive"] and node["Resources"].get("CPU", 0) >= trial.cpus
+            and node["Resources"].get("GPU", 0) >= trial.gpus]
+
+
+def check_training_data_on_nodes(grid: GridSpec, datasets: list[str], log=print) -> None:
+    """List the training data, as a trial would, on every other node where trials can run.
+
+    A trial reads ``data.*.uri`` on its own node, with that node's home folder, mounts and AWS
+    credentials, so a folder the driver sees may be missing there. The check is a Ray task per node
+    (no CPU asked, so a busy node answers at once; it imports srfp.datasets alone), listing files and
+    decoding nothing.
+    """
+    trial = grid.training.trial
+    check = ray.remote(check_training_data)
+    nodes = trial_nodes(ray.nodes(), trial)
+    if nodes:
+        driver, checks = ray.get_runtime_context().get_node_id(), {}
+        for node in (n for n in nodes if n["NodeID"] != driver):
+            on_node = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            checks[f"{node['NodeManagerAddress']} (node {node['NodeID'][:8]})"] = check.options(
+                num_cpus=0, scheduling_strategy=on_node).remote(grid.data, datasets)
+    else:
+        # No node can take a trial yet: an autoscaling cluster at zero workers, as cluster.yaml starts.
+        # Checking on the driver alone would say nothing about where trials will run, so the check asks
+        # for a trial's resources: the autoscaler starts the node type trials get, and the check runs
+        # there (the first trial would have waited for that node anyway).
+        log(f"train: no node has a trial's resources yet (CPU {trial.cpus:g}, GPU {trial.gpus:g}); "
+            "checking the training data on the first node that joins")
+        checks = {"the first node with a trial's resources":
+                  check.options(num_cpus=trial.cpus, num_gpus=trial.gpus).remote(grid.data, datasets)}
+    for node, task in checks.items():
+        try:
+            ray.get(task)
+        except ray.exceptions.RayTaskError as error:
+            if not isinstance(error.cause, UserError):
+                raise
+            raise TrainingFailed(
+                f"trials on {node} cannot read the training data: {error.cause}. Every node that runs trials "
+                "reads it: put it on S3 (`python -m srfp.grid data download --dest s3://BUCKET/PREFIX`, then "
+                "data.div2k.uri: s3://BUCKET/PREFIX/DIV2K and data.flickr2k.uri: s3://BUCKET/PREFIX/Flickr2K) "
+                "or on a shared file system mounted at the same path on every node") from None
+    if checks:
+        log(f"train: training data readable on {len(checks)} other node{'s' * (len(checks) != 1)}")
 
 
 def train_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=print) -> pd.DataFrame:
@@ -65,7 +114,7 @@ def train_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=prin
     log(f"train: {len(specs) - len(pending)} of {len(specs)} models already trained, {len(pending)} to train")
     failed: list[str] = []
     if pending:
-        preflight(grid, [s for s in specs if s.model_id in pending])
+        preflight(grid, [s for s in specs if s.model_id in pending], log)
         settings = grid.training
         resources = {"cpu": settings.trial.cpus, "gpu": settings.trial.gpus}
         trainable = tune.with_resources(tune.with_parameters(run_trial, grid=grid, root=storage.uri), resources)
