@@ -113,9 +113,18 @@ def test_unknown_loss_lists_the_allowed_ones():
 def test_l1_loss_is_the_plain_mean_absolute_error_on_the_255_scale():
     loss = SRLoss("L1", pretrained=False)
     sr, hr = _images(2), _images(1)
-    terms = loss.generator_terms(sr, hr)
+    terms = loss.l1_terms(sr, hr)
     assert set(terms) == {"l1", "total"} and not loss.adversarial and loss.discriminator is None
     assert float(terms["total"]) == pytest.approx(float((sr - hr).abs().mean()))
+    with pytest.raises(RuntimeError, match="no adversarial phase"):
+        loss.adversarial_terms(sr, hr)
+
+
+def test_the_warm_up_of_an_adversarial_loss_is_the_l1_models_objective():
+    sr, hr = _images(2), _images(1)
+    warm_up = SRLoss("VGG_GAN", patch_size=32, pretrained=False).l1_terms(sr, hr)
+    assert {name: float(value) for name, value in warm_up.items()} == \
+        {name: float(value) for name, value in SRLoss("L1", pretrained=False).l1_terms(sr, hr).items()}
 
 
 def test_l1_loss_decreases_when_training_a_tiny_network():
@@ -126,7 +135,7 @@ def test_l1_loss_decreases_when_training_a_tiny_network():
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     history = []
     for _ in range(30):
-        total = loss.generator_terms(model(lr), hr)["total"]
+        total = loss.l1_terms(model(lr), hr)["total"]
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
@@ -138,7 +147,7 @@ def test_adversarial_terms_are_weighted_and_compare_pixels_in_0_1():
     loss = SRLoss("ResNet_GAN", l1_weight=0.5, perceptual_weight=2.0, adversarial_weight=0.25,
                   patch_size=32, pretrained=False)
     sr, hr = _images(2), _images(1)
-    terms = loss.generator_terms(sr, hr)
+    terms = loss.adversarial_terms(sr, hr)
     assert float(terms["l1"]) == pytest.approx(0.5 * float((sr - hr).abs().mean()) / 255)
     assert float(terms["perceptual"]) == pytest.approx(2.0 * float(loss.perceptual(sr, hr)))
     assert float(terms["total"]) == pytest.approx(float(terms["l1"] + terms["perceptual"] + terms["adversarial"]))
@@ -155,7 +164,7 @@ def test_adversarial_loss_decreases_with_alternating_discriminator_steps(name):
     d_optimizer = torch.optim.Adam(loss.discriminator.parameters(), lr=1e-4)
     content = []
     for _ in range(12):
-        terms = loss.generator_terms(sr, hr)
+        terms = loss.adversarial_terms(sr, hr)
         g_optimizer.zero_grad()
         terms["total"].backward()
         g_optimizer.step()
@@ -168,10 +177,10 @@ def test_adversarial_loss_decreases_with_alternating_discriminator_steps(name):
     assert content[-1] < 0.7 * content[0]
 
 
-def test_generator_terms_leave_the_discriminator_alone_and_its_step_leaves_sr_alone():
+def test_adversarial_terms_leave_the_discriminator_alone_and_its_step_leaves_sr_alone():
     loss = SRLoss("ResNet_GAN", patch_size=32, pretrained=False)
     sr, hr = _images(2).requires_grad_(True), _images(1)
-    loss.generator_terms(sr, hr)["adversarial"].backward()
+    loss.adversarial_terms(sr, hr)["adversarial"].backward()
     assert sr.grad is not None and all(p.grad is None for p in loss.discriminator.parameters())
     sr.grad = None
     loss.discriminator_step_loss(sr, hr).backward()

@@ -2,12 +2,15 @@
 
 import io
 import json
+import re
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load as load_safetensors
 
 from conftest import cuda_tagged_bytes, smoke_grid
+from srfp.gridspec import GridError, load_grid
 from srfp.sisr.train import (
     checkpoint_path,
     is_trained,
@@ -113,6 +116,74 @@ def test_a_checkpoint_written_on_a_gpu_resumes_training_on_the_cpu(tmp_path):
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+EDSR_GAN = SISRSpec("EDSR", "div2k", 2, "ResNet_GAN", 1)
+#: Adversarial from iteration 3, a checkpoint every 2 iterations: 2 is before the switch, 4 after; the
+#: adversarial phase's learning rate (5e-4, halved after 2 of its iterations) differs from the L1 phase's (1e-3).
+GAN_SWITCH = {"warmup_iterations": 3, "patch_size": 32, "learning_rate": 5e-4, "discriminator_lr": 2e-4,
+              "lr_milestones": [2]}
+
+
+def _interrupt_after(iteration: int):
+    def report(metrics):
+        if metrics["iteration"] == iteration:
+            raise Interrupted(iteration)
+    return report
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_gan(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The weights of EDSR_GAN trained 6 iterations in one go, across the switch."""
+    folder = tmp_path_factory.mktemp("uninterrupted-gan")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SRFP_CACHE", str(folder / "cache"))
+        storage = Storage(folder / "run")
+        train_model(EDSR_GAN, smoke_grid(iterations=6, checkpoint_every=2, adversarial=GAN_SWITCH), storage)
+    return load_safetensors(storage.read_bytes(weights_path(EDSR_GAN.model_id)))
+
+
+def test_the_adversarial_phase_starts_with_fresh_optimizers_of_its_own(tmp_path):
+    storage = Storage(tmp_path)
+    grid = smoke_grid(iterations=6, checkpoint_every=2, adversarial=GAN_SWITCH)
+    with pytest.raises(Interrupted):
+        train_model(EDSR_GAN, grid, storage, report=_interrupt_after(4))
+    checkpoint = torch.load(io.BytesIO(storage.read_bytes(checkpoint_path(EDSR_GAN.model_id))), map_location="cpu",
+                            weights_only=True)
+    assert checkpoint["phase"] == "adversarial"
+    for optimizer, scheduler, lr in (("optimizer", "scheduler", 5e-4), ("d_optimizer", "d_scheduler", 2e-4)):
+        (group,) = checkpoint[optimizer]["param_groups"]
+        assert group["lr"] == lr and group["betas"] == (0.9, 0.99)
+        assert checkpoint[scheduler]["last_epoch"] == 1
+        moments = checkpoint[optimizer]["state"].values()
+        assert moments and all(float(m["step"]) == 1 for m in moments)
+        # One step from zero moments: m = 0.1 g and v = 0.01 g^2, so v = m^2 (Adam's state did not carry over).
+        assert all(torch.allclose(m["exp_avg_sq"], m["exp_avg"] ** 2, rtol=1e-4, atol=1e-30) for m in moments)
+
+
+@pytest.mark.parametrize("interrupted_after", [2, 4], ids=["before-the-switch", "after-the-switch"])
+def test_an_adversarial_model_resumed_on_either_side_of_the_switch_ends_exactly_where_an_uninterrupted_one_does(
+        tmp_path, uninterrupted_gan, interrupted_after):
+    storage = Storage(tmp_path)
+    grid = smoke_grid(iterations=6, checkpoint_every=2, adversarial=GAN_SWITCH)
+    with pytest.raises(Interrupted):
+        train_model(EDSR_GAN, grid, storage, report=_interrupt_after(interrupted_after))
+    assert train_model(EDSR_GAN, grid, storage)["resumed_from_iteration"] == interrupted_after
+    resumed = load_safetensors(storage.read_bytes(weights_path(EDSR_GAN.model_id)))
+    assert all(torch.equal(uninterrupted_gan[name], resumed[name]) for name in uninterrupted_gan)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("betas", [0.9], "training.adversarial.betas: [0.9] is not allowed; expected two numbers in [0, 1)"),
+    ("lr_milestones", [100, 50], "training.adversarial.lr_milestones: [100, 50] is not allowed; expected increasing"),
+    ("learning_rate", 0, "training.adversarial.learning_rate: 0.0 is not allowed; expected a positive number"),
+])
+def test_a_bad_adversarial_recipe_setting_names_the_field(tmp_path, name, value, message):
+    data = yaml.safe_load(open(load_grid("smoke").source))
+    data["training"]["adversarial"][name] = value
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(GridError, match=re.escape(message)):
+        load_grid(tmp_path / "grid.yaml")
+
+
 def test_l1_training_improves_validation_psnr(tmp_path):
     reports = []
     train_model(EDSR_L1, smoke_grid(iterations=60, checkpoint_every=20, learning_rate=2e-3), Storage(tmp_path),
@@ -125,7 +196,7 @@ def test_each_loss_decreases_on_a_tiny_model(tmp_path, loss):
     spec = SISRSpec("EDSR", "div2k", 2, loss, 1)
     reports = []
     grid = smoke_grid(iterations=16, checkpoint_every=2, learning_rate=2e-3,
-                      adversarial={"warmup_iterations": 0, "patch_size": 32})
+                      adversarial={"warmup_iterations": 0, "patch_size": 32, "learning_rate": 2e-3, "lr_milestones": [100]})
     train_model(spec, grid, Storage(tmp_path), report=reports.append)
     content = [r["loss_l1"] + r.get("loss_perceptual", 0.0) for r in reports]
     assert sum(content[-3:]) < sum(content[:3])

@@ -115,12 +115,15 @@ def generator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torc
 class SRLoss(nn.Module):
     """The training objective of one loss of the grid: "L1", "VGG_GAN" or "ResNet_GAN".
 
-    "L1": the mean absolute error on the [0, rgb_range] scale, as EDSR-PyTorch.
-    "VGG_GAN" / "ResNet_GAN" (ESRGAN-style): ``l1_weight * L1 + perceptual_weight * perceptual +
-    adversarial_weight * relativistic generator loss`` with the VGG-19 / ResNet-50 perceptual loss.
-    Here the pixel L1 compares images scaled to [0, 1] (divided by rgb_range), and the perceptual and
-    adversarial networks see [0, 1]-based inputs too, so that the weights (ESRGAN's 1e-2, 1, 5e-3) mean
-    what they do in ESRGAN; a 255-scale L1 would dominate the other terms.
+    Two phases, one pixel L1 (:meth:`pixel_l1`, the mean absolute error on the [0, rgb_range] scale):
+
+    - :meth:`l1_terms`, the whole objective of "L1" models and the warm-up of adversarial ones: the
+      pixel L1 alone, as EDSR-PyTorch.
+    - :meth:`adversarial_terms` ("VGG_GAN" / "ResNet_GAN", ESRGAN-style): ``l1_weight * L1 +
+      perceptual_weight * perceptual + adversarial_weight * relativistic generator loss`` with the
+      VGG-19 / ResNet-50 perceptual loss. Here the pixel L1 is divided by rgb_range (images on [0, 1]),
+      and the perceptual and adversarial networks see [0, 1]-based inputs too, so that the weights
+      (ESRGAN's 1e-2, 1, 5e-3) mean what they do in ESRGAN; a 255-scale L1 would dominate the other terms.
 
     An adversarial loss owns the discriminator (``self.discriminator``, None for "L1"): train it with
     its own optimizer on ``discriminator_step_loss`` after each generator step.
@@ -139,16 +142,24 @@ class SRLoss(nn.Module):
                            if self.adversarial else None)
         self.discriminator = VGGDiscriminator(patch_size, rgb_range=rgb_range) if self.adversarial else None
 
-    def generator_terms(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The weighted terms of the generator objective and their sum, "total".
+    @staticmethod
+    def pixel_l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """The mean absolute error between SR and HR on their [0, rgb_range] scale."""
+        return F.l1_loss(sr, hr)
 
-        "L1": {"l1", "total"}; adversarial: {"l1", "perceptual", "adversarial", "total"}. The
-        discriminator gets no gradients from these terms.
+    def l1_terms(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The L1 phase's objective, {"l1", "total"}: the pixel L1 alone."""
+        l1 = self.pixel_l1(sr, hr)
+        return {"l1": l1, "total": l1}
+
+    def adversarial_terms(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The adversarial phase's weighted terms and their sum: {"l1", "perceptual", "adversarial", "total"}.
+
+        The discriminator gets no gradients from these terms.
         """
         if not self.adversarial:
-            l1 = F.l1_loss(sr, hr)
-            return {"l1": l1, "total": l1}
-        terms = {"l1": self.weights["l1"] * F.l1_loss(sr / self.rgb_range, hr / self.rgb_range),
+            raise RuntimeError("the L1 loss has no adversarial phase")
+        terms = {"l1": self.weights["l1"] * self.pixel_l1(sr, hr) / self.rgb_range,
                  "perceptual": self.weights["perceptual"] * self.perceptual(sr, hr),
                  "adversarial": self.weights["adversarial"] * self._generator_adversarial(sr, hr)}
         return {**terms, "total": sum(terms.values())}

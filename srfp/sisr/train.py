@@ -17,13 +17,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from srfp.datasets import training_images, validation_images
 from srfp.devices import autocast, choose_device, image_precision
-from srfp.gridspec import GridSpec
+from srfp.gridspec import AdversarialSettings, GridSpec
 from srfp.images import psnr_y
 from srfp.sisr.archs import create_model
 from srfp.sisr.data import PairCache, PatchSampler, image_to_tensor, tensor_to_image
@@ -90,34 +89,66 @@ def validate(model: torch.nn.Module, pairs: PairCache, device: torch.device) -> 
 
 @dataclasses.dataclass
 class _State:
-    """Everything a checkpoint holds; optimizers and schedulers are rebuilt, then loaded."""
+    """Everything a checkpoint holds; optimizers and schedulers are rebuilt, then loaded.
+
+    ``optimizer`` and ``scheduler`` are the generator's in the current phase: the L1 phase's (every L1
+    model, and the warm-up of an adversarial one), then, from :meth:`start_adversarial_phase` on, fresh
+    ones; the discriminator's ``d_optimizer`` and ``d_scheduler`` exist in the adversarial phase only.
+    """
 
     model: torch.nn.Module
+    loss: SRLoss
+    adversarial: AdversarialSettings
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    loss: SRLoss
-    d_optimizer: torch.optim.Optimizer | None
+    d_optimizer: torch.optim.Optimizer | None = None
+    d_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     iteration: int = 0
     seconds: float = 0.0
 
+    @property
+    def in_adversarial_phase(self) -> bool:
+        return self.d_optimizer is not None
+
+    def start_adversarial_phase(self) -> None:
+        """ESRGAN's switch (BasicSR ``train_ESRGAN_x4.yml``): the generator keeps its L1-trained weights and gets
+        a fresh Adam and schedule, counted from here; the discriminator gets its own. No state carries over."""
+        settings = self.adversarial
+        self.optimizer, self.scheduler = _adversarial_adam(self.model, settings.learning_rate, settings)
+        self.d_optimizer, self.d_scheduler = _adversarial_adam(self.loss.discriminator, settings.discriminator_lr,
+                                                               settings)
+
     def state_dict(self) -> dict:
         state = {"iteration": self.iteration, "seconds": self.seconds, "model": self.model.state_dict(),
+                 "phase": "adversarial" if self.in_adversarial_phase else "l1",
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        if self.d_optimizer is not None:
-            state.update(discriminator=self.loss.discriminator.state_dict(), d_optimizer=self.d_optimizer.state_dict())
+        if self.loss.adversarial:
+            state["discriminator"] = self.loss.discriminator.state_dict()
+        if self.in_adversarial_phase:
+            state.update(d_optimizer=self.d_optimizer.state_dict(), d_scheduler=self.d_scheduler.state_dict())
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.iteration, self.seconds = int(state["iteration"]), float(state["seconds"])
         self.model.load_state_dict(state["model"])
+        if self.loss.adversarial:
+            self.loss.discriminator.load_state_dict(state["discriminator"])
+        if state["phase"] == "adversarial":
+            self.start_adversarial_phase()
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+            self.d_scheduler.load_state_dict(state["d_scheduler"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.d_optimizer is not None:
-            self.loss.discriminator.load_state_dict(state["discriminator"])
-            self.d_optimizer.load_state_dict(state["d_optimizer"])
+
+
+def _adversarial_adam(module: torch.nn.Module, learning_rate: float, settings: AdversarialSettings):
+    """A fresh Adam for the adversarial phase and its schedule: halved at each of ``settings.lr_milestones``."""
+    optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate, betas=tuple(settings.betas))
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=settings.lr_milestones, gamma=0.5)
 
 
 def _new_state(spec: SISRSpec, grid: GridSpec, device: torch.device, pretrained_perceptual: bool) -> _State:
+    """The model, its loss and the L1 phase's optimizer (Adam, halved every ``lr_halve_every`` iterations)."""
     settings, adversarial = grid.training, grid.training.adversarial
     model = build_model(spec, grid).to(device)
     torch.manual_seed(spec.seed)
@@ -126,30 +157,27 @@ def _new_state(spec: SISRSpec, grid: GridSpec, device: torch.device, pretrained_
                   pretrained=pretrained_perceptual).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_halve_every, gamma=0.5)
-    d_optimizer = (torch.optim.Adam(loss.discriminator.parameters(), lr=adversarial.discriminator_lr, betas=(0.9, 0.999))
-                   if loss.adversarial else None)
-    return _State(model, optimizer, scheduler, loss, d_optimizer)
+    return _State(model, loss, adversarial, optimizer, scheduler)
 
 
-def _step(state: _State, lr: torch.Tensor, hr: torch.Tensor, adversarial_phase: bool, device) -> dict[str, torch.Tensor]:
-    """One optimisation step; returns the loss terms as tensors (read them only when reporting)."""
+def _step(state: _State, lr: torch.Tensor, hr: torch.Tensor, device) -> dict[str, torch.Tensor]:
+    """One optimisation step of the current phase; returns the loss terms as tensors (read them only when
+    reporting)."""
+    adversarial_phase = state.in_adversarial_phase
     with autocast(device):
         sr = state.model(lr)
-        if adversarial_phase:
-            terms = state.loss.generator_terms(sr, hr)
-        else:
-            l1 = F.l1_loss(sr, hr)
-            terms = {"l1": l1, "total": l1}
+        terms = state.loss.adversarial_terms(sr, hr) if adversarial_phase else state.loss.l1_terms(sr, hr)
     state.optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
     state.optimizer.step()
+    state.scheduler.step()
     if adversarial_phase:
         with autocast(device):
             terms["discriminator"] = state.loss.discriminator_step_loss(sr, hr)
         state.d_optimizer.zero_grad(set_to_none=True)
         terms["discriminator"].backward()
         state.d_optimizer.step()
-    state.scheduler.step()
+        state.d_scheduler.step()
     return terms
 
 
@@ -173,9 +201,11 @@ def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callab
     window_start, window_iterations = time.perf_counter(), 0
     state.model.train()
     while state.iteration < settings.iterations:
+        if spec.is_adversarial and state.iteration >= settings.adversarial.warmup_iterations \
+                and not state.in_adversarial_phase:
+            state.start_adversarial_phase()
         lr, hr = (t.to(device, non_blocking=True) for t in sampler.batch(state.iteration))
-        adversarial_phase = spec.is_adversarial and state.iteration >= settings.adversarial.warmup_iterations
-        losses = _step(state, lr, hr, adversarial_phase, device)
+        losses = _step(state, lr, hr, device)
         state.iteration += 1
         window_iterations += 1
         if state.iteration % settings.checkpoint_every == 0 or state.iteration == settings.iterations:
