@@ -13,8 +13,7 @@ import pytest
 from srfp import download as downloads
 from srfp import grid as cli
 from srfp.datasets import validation_images
-from srfp.download import (ARCHIVES, VERIFIED, Archive, DownloadError, download, download_archive, fetch,
-                           folder_digest, upload_archive)
+from srfp.download import ARCHIVES, VERIFIED, Archive, DownloadError, download, download_archive, fetch, folder_digest, upload_archive
 from srfp.gridspec import DataSettings, TrainingSource
 from srfp.images import encode_png
 from srfp.storage import Storage
