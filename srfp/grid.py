@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from srfp.calibration import load_calibration
 from srfp.download import DATASETS, download
 from srfp.errors import UserError
 from srfp.gridspec import load_grid
@@ -20,7 +21,9 @@ def _root(args, grid) -> Storage:
 
 
 def cmd_plan(args) -> None:
-    print(Plan.of(load_grid(args.grid), args.only).render())
+    calibration_file = getattr(args, "calibration", None)  # run reuses this stage without the option
+    calibration = load_calibration(calibration_file) if calibration_file else None
+    print(Plan.of(load_grid(args.grid), args.only).render(calibration))
 
 
 def cmd_photos(args) -> None:
@@ -162,7 +165,10 @@ def parser() -> argparse.ArgumentParser:
                              help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
         return sub
 
-    command("plan", cmd_plan, "print every model, task and the rough cost of a grid")
+    plan = command("plan", cmd_plan, "print every model, task and the rough cost of a grid")
+    plan.add_argument("--calibration", default=None, metavar="FILE",
+                      help="training speeds measured by bench/train_throughput.py --json FILE: the training cost "
+                           "becomes measured GPU-hours instead of the grid's estimate")
     command("photos", cmd_photos, "build the photo set (Flickr1K) every model super-resolves", root=True, only=False)
     train = command("train", cmd_train, "train every model of the grid as Ray Tune trials, skipping finished ones",
                     root=True, ray=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from srfp.calibration import Calibration, TrainingPhase
 from srfp.errors import UserError
 from srfp.gridspec import GridSpec
-from srfp.spec import ATTRIBUTES, VALUE_PREFIXES, SISRSpec
+from srfp.spec import ARCHS, ATTRIBUTES, LOSSES, VALUE_PREFIXES, SISRSpec
 from srfp.tasks import Task, parse_holdout, tasks_of
 
 
@@ -48,6 +49,24 @@ def select(specs: list[SISRSpec], text: str | None) -> list[SISRSpec]:
     return [s for s in specs if all(_normalise(a, s.value(a)) in values for a, values in wanted.items())]
 
 
+#: The cluster sizes, in GPUs, the plan gives the measured training's wall-clock for.
+WALL_CLOCK_GPUS = (1, 8, 16)
+
+
+@dataclass(frozen=True)
+class KindCost:
+    """What training the models of one architecture, scale and loss costs; they cost alike whatever their
+    dataset and seed. ``missing`` are the phases the calibration has no row for: then the grid's estimate
+    (``training.trial.gpu_hours``) stands in."""
+
+    arch: str
+    scale: int
+    loss: str
+    trials: int
+    gpu_hours_per_trial: float
+    missing: list[TrainingPhase]
+
+
 @dataclass(frozen=True)
 class Plan:
     grid: GridSpec
@@ -77,7 +96,20 @@ class Plan:
         worker = self.grid.classifier.worker
         return len(self.tasks) * worker.gpu_hours * max(worker.gpus, 1)
 
-    def render(self) -> str:
+    def training_costs(self, calibration: Calibration) -> list[KindCost]:
+        """The training cost of each kind of model in the plan, by the calibration's measured rows."""
+        training, kinds = self.grid.training, {}
+        for spec in sorted(self.models, key=_kind_order):
+            kinds.setdefault((spec.arch, spec.scale, spec.loss), []).append(spec)
+        costs = []
+        for (arch, scale, loss), (spec, *others) in kinds.items():
+            measured = calibration.gpu_hours(spec, training)
+            costs.append(KindCost(arch, scale, loss, 1 + len(others),
+                                  training.trial.gpu_hours if measured is None else measured,
+                                  calibration.missing(spec, training)))
+        return costs
+
+    def render(self, calibration: Calibration | None = None) -> str:
         grid, lines = self.grid, []
         lines.append(f"grid {grid.name} ({grid.source}): {len(self.models)} models, {len(self.tasks)} classifier tasks")
         lines.append("")
@@ -95,12 +127,47 @@ class Plan:
             note = "" if task.holdout else ("  (test: held-out photos of every model)")
             lines.append(f"  {task.name:<32} {len(train):>4} / {len(test):<4} classes: {len(task.labels(self.models))}{note}")
         lines.append("")
-        trial = grid.training.trial
-        lines.append("rough cost (from the grid's per-trial estimates):")
-        lines.append(f"  training      {len(self.models)} trials x {trial.gpu_hours:g} GPU-h = {self.training_gpu_hours():g} GPU-hours"
-                     f" ({trial.gpus:g} GPU, {trial.cpus:g} CPU per trial)")
+        lines += self._measured_training_lines(calibration) if calibration else self._estimated_training_lines()
         shares = " / ".join(f"{split} {share}" for split, share in grid.photos.split.items())
         lines.append(f"  superresolve  {len(self.models)} models x every photo of the manifest (split {shares})")
         lines.append(f"  classifiers   {len(self.tasks)} tasks x {grid.classifier.worker.gpu_hours:g} GPU-h = "
                      f"{self.classifier_gpu_hours():g} GPU-hours ({grid.classifier.worker.gpus:g} GPU per task)")
         return "\n".join(lines)
+
+    def _estimated_training_lines(self) -> list[str]:
+        trial = self.grid.training.trial
+        return ["rough cost (from the grid's per-trial estimates):",
+                f"  training      {len(self.models)} trials x {trial.gpu_hours:g} GPU-h = {self.training_gpu_hours():g} "
+                f"GPU-hours ({trial.gpus:g} GPU, {trial.cpus:g} CPU per trial)"]
+
+    def _measured_training_lines(self, calibration: Calibration) -> list[str]:
+        training, costs = self.grid.training, self.training_costs(calibration)
+        lines = [f"cost (training measured, from {calibration.source}; superresolve and classifiers from the grid's "
+                 f"estimates):",
+                 f"  measured on   {calibration.device}, torch {calibration.torch}, commit {calibration.commit}, "
+                 f"{calibration.measured}",
+                 "  training      kind of model        GPU-s per model-iteration   GPU-h per trial   trials     GPU-h"]
+        for cost in costs:
+            kind = f"{cost.arch} x{cost.scale} {cost.loss}"
+            per_iteration = cost.gpu_hours_per_trial * 3600 / training.iterations
+            note = "  estimate" if cost.missing else ""
+            lines.append(f"                {kind:<20} {per_iteration:>25.4g} {cost.gpu_hours_per_trial:>17.4g} "
+                         f"{cost.trials:>8} {cost.gpu_hours_per_trial * cost.trials:>9.4g}{note}")
+        missing = [phase for cost in costs for phase in cost.missing]
+        if missing:
+            lines.append(f"  estimate      no measured row, so the grid's training.trial.gpu_hours "
+                         f"({training.trial.gpu_hours:g} GPU-h per trial) stands in, for:")
+            lines += [f"                  {phase.describe()}" for phase in missing]
+        measured = sum(c.gpu_hours_per_trial * c.trials for c in costs if not c.missing)
+        estimated = sum(c.gpu_hours_per_trial * c.trials for c in costs if c.missing)
+        total = measured + estimated
+        lines.append(f"  training      {len(self.models)} trials = {total:.4g} GPU-hours "
+                     f"({measured:.4g} measured + {estimated:.4g} estimated)")
+        clock = ", ".join(f"{gpus} GPU{'s' if gpus > 1 else ''} {total / gpus:.4g} h ({total / gpus / 24:.1f} days)"
+                          for gpus in WALL_CLOCK_GPUS)
+        lines.append(f"  wall-clock    training on {clock}, with every GPU busy")
+        return lines
+
+
+def _kind_order(spec: SISRSpec) -> tuple:
+    return ARCHS.index(spec.arch), spec.scale, LOSSES.index(spec.loss)
