@@ -20,9 +20,11 @@ def choose_device(use_gpu: bool = True) -> torch.device:
     return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device):
-    """bfloat16 mixed precision on CUDA; plain float32 on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def autocast(device: torch.device, cache: bool = True):
+    """bfloat16 mixed precision on CUDA; plain float32 on the CPU. ``cache``: autocast's cache of cast weights
+    within the region (off in a region captured as a CUDA graph)."""
+    return (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache) if device.type == "cuda"
+            else nullcontext())
 
 
 @contextmanager

@@ -164,8 +164,27 @@ class TrainingSettings:
     #: ImageNet weights for the VGG19 / ResNet-50 perceptual networks; false (random) only by explicit choice.
     pretrained_perceptual: bool = True
     trial: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1, gpu_hours=24))
+    #: Trials of an architecture that share one GPU (its kernels too few to fill it), each with that share
+    #: of ``trial`` (CPUs, GPU, GPU-hours); architectures not named take a whole ``trial``.
+    trials_per_gpu: dict[str, int] = field(default_factory=dict)
+    #: On CUDA, capture each training step as a CUDA graph (see srfp.sisr.acceleration); false: eager steps.
+    cuda_graphs: bool = True
     max_concurrent_trials: int = 0
     max_failures: int = 3
+
+    def __post_init__(self):
+        for arch, count in self.trials_per_gpu.items():
+            if arch not in ARCHS:
+                raise SchemaError(f"training.trials_per_gpu.{arch}: unknown architecture; allowed values: "
+                                  f"{', '.join(ARCHS)}")
+            if count < 1:
+                raise SchemaError(f"training.trials_per_gpu.{arch}: {count!r} is not allowed; expected at least 1")
+
+    def trial_of(self, arch: str) -> Resources:
+        """The resources of one trial of an architecture: ``trial``, shared by ``trials_per_gpu[arch]``."""
+        share = self.trials_per_gpu.get(arch, 1)
+        trial = self.trial
+        return Resources(cpus=trial.cpus / share, gpus=trial.gpus / share, gpu_hours=trial.gpu_hours / share)
 
 
 #: The precisions super-resolved images can be made in (see srfp.devices.image_precision).
@@ -206,6 +225,10 @@ class ClassifierSettings:
     seed: int = 0
     #: Ray Data delivers rows in a fixed order, so that two runs train alike (see README for its cost).
     preserve_order: bool = True
+    #: Each node keeps the training images it decodes as raw pixels in ``$SRFP_CACHE/decoded`` (2 MB for
+    #: 960x720) and crops later epochs from those files, memory-mapped, instead of decoding each PNG again;
+    #: it adds images while their disk is less full than this fraction. 0: no cache.
+    decoded_cache_max_disk_use: float = 0.8
     head_epochs: int = 3
     finetune_epochs: int = 15
     learning_rate: float = 5e-4
@@ -221,6 +244,11 @@ class ClassifierSettings:
     vote_size: int = 10
     vote_repeats: int = 1000
     max_failures: int = 2
+
+    def __post_init__(self):
+        if not 0 <= self.decoded_cache_max_disk_use <= 1:
+            raise SchemaError(f"classifier.decoded_cache_max_disk_use: {self.decoded_cache_max_disk_use!r} is not "
+                              "allowed; expected a fraction of the disk from 0 (no cache) to 1")
 
 
 @dataclass(frozen=True)

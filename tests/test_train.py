@@ -107,6 +107,8 @@ def test_a_checkpoint_written_on_a_gpu_resumes_training_on_the_cpu(tmp_path):
         train_model(EDSR_L1, grid, resumed, report=_interrupt_after_first_checkpoint)
     path = checkpoint_path(EDSR_L1.model_id)
     checkpoint = torch.load(io.BytesIO(resumed.read_bytes(path)), map_location="cpu", weights_only=True)
+    for group in checkpoint["optimizer"]["param_groups"]:  # as a CUDA trial's fused, capturable Adam saves it
+        group.update(fused=True, capturable=True)
     resumed.write_bytes(path, cuda_tagged_bytes(checkpoint))
     with pytest.raises(RuntimeError, match="Attempting to deserialize object on a CUDA device"):
         torch.load(io.BytesIO(resumed.read_bytes(path)), weights_only=True)

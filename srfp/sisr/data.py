@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from srfp.datasets import ImageSet
 from srfp.images import downscale
+from srfp.storage import node_cache
 
 
 def cache_folder() -> Path:
     """Where LR/HR pairs are cached on this node: ``$SRFP_CACHE`` or ``~/.cache/srfp``."""
-    return Path(os.environ.get("SRFP_CACHE", Path.home() / ".cache" / "srfp")) / "pairs"
+    return node_cache("pairs")
 
 
 class PairCache:
@@ -87,6 +91,55 @@ class PatchSampler:
             lows.append(np.ascontiguousarray(lr_patch))
             highs.append(np.ascontiguousarray(hr_patch))
         return _to_tensor(np.stack(lows)), _to_tensor(np.stack(highs))
+
+
+class BatchPrefetcher:
+    """The sampler's batches of iterations ``start`` to ``stop - 1``, made ``depth`` ahead in a background
+    thread while the training step runs, in page-locked memory when ``pin`` (so that the copy to a GPU runs
+    asynchronously). The batches are the sampler's, in order: only when they are made changes.
+
+    Use it as a context manager; leaving it (or an error in the thread, raised here) stops the thread."""
+
+    def __init__(self, sampler: PatchSampler, start: int, stop: int, pin: bool = False, depth: int = 2):
+        self.sampler, self.start, self.stop, self.pin = sampler, start, stop, pin
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="srfp-batches", daemon=True)
+
+    def _produce(self) -> None:
+        try:
+            for iteration in range(self.start, self.stop):
+                lr, hr = self.sampler.batch(iteration)
+                if self.pin:
+                    lr, hr = lr.pin_memory(), hr.pin_memory()
+                if not self._put((iteration, lr, hr)):
+                    return
+        except BaseException as error:  # handed to the consumer, raised there
+            self._put(error)
+
+    def _put(self, item) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __enter__(self) -> "BatchPrefetcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        for _ in range(self.start, self.stop):
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
 
 def _to_tensor(batch: np.ndarray) -> torch.Tensor:

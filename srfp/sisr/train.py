@@ -24,8 +24,9 @@ from srfp.datasets import training_images, validation_images
 from srfp.devices import autocast, choose_device, image_precision
 from srfp.gridspec import AdversarialSettings, GridSpec
 from srfp.images import psnr_y
+from srfp.sisr.acceleration import CapturedStep, StepOptions, adam, learning_rates, load_optimizer, memory_format, step_options
 from srfp.sisr.archs import create_model
-from srfp.sisr.data import PairCache, PatchSampler, image_to_tensor, tensor_to_image
+from srfp.sisr.data import BatchPrefetcher, PairCache, PatchSampler, image_to_tensor, tensor_to_image
 from srfp.sisr.losses import SRLoss
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
@@ -94,11 +95,13 @@ class _State:
     ``optimizer`` and ``scheduler`` are the generator's in the current phase: the L1 phase's (every L1
     model, and the warm-up of an adversarial one), then, from :meth:`start_adversarial_phase` on, fresh
     ones; the discriminator's ``d_optimizer`` and ``d_scheduler`` exist in the adversarial phase only.
+    ``options``: how the device runs the steps (see srfp.sisr.acceleration).
     """
 
     model: torch.nn.Module
     loss: SRLoss
     adversarial: AdversarialSettings
+    options: StepOptions
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     d_optimizer: torch.optim.Optimizer | None = None
@@ -113,10 +116,10 @@ class _State:
     def start_adversarial_phase(self) -> None:
         """ESRGAN's switch (BasicSR ``train_ESRGAN_x4.yml``): the generator keeps its L1-trained weights and gets
         a fresh Adam and schedule, counted from here; the discriminator gets its own. No state carries over."""
-        settings = self.adversarial
-        self.optimizer, self.scheduler = _adversarial_adam(self.model, settings.learning_rate, settings)
+        settings, options = self.adversarial, self.options
+        self.optimizer, self.scheduler = _adversarial_adam(self.model, settings.learning_rate, settings, options)
         self.d_optimizer, self.d_scheduler = _adversarial_adam(self.loss.discriminator, settings.discriminator_lr,
-                                                               settings)
+                                                               settings, options)
 
     def state_dict(self) -> dict:
         state = {"iteration": self.iteration, "seconds": self.seconds, "model": self.model.state_dict(),
@@ -135,50 +138,84 @@ class _State:
             self.loss.discriminator.load_state_dict(state["discriminator"])
         if state["phase"] == "adversarial":
             self.start_adversarial_phase()
-            self.d_optimizer.load_state_dict(state["d_optimizer"])
+            load_optimizer(self.d_optimizer, state["d_optimizer"])
             self.d_scheduler.load_state_dict(state["d_scheduler"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
 
-def _adversarial_adam(module: torch.nn.Module, learning_rate: float, settings: AdversarialSettings):
+def _adversarial_adam(module: torch.nn.Module, learning_rate: float, settings: AdversarialSettings,
+                      options: StepOptions):
     """A fresh Adam for the adversarial phase and its schedule: halved at each of ``settings.lr_milestones``."""
-    optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate, betas=tuple(settings.betas))
+    optimizer = adam(module.parameters(), learning_rate, tuple(settings.betas), options)
     return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=settings.lr_milestones, gamma=0.5)
 
 
-def _new_state(spec: SISRSpec, grid: GridSpec, device: torch.device, pretrained_perceptual: bool) -> _State:
-    """The model, its loss and the L1 phase's optimizer (Adam, halved every ``lr_halve_every`` iterations)."""
+def _new_state(spec: SISRSpec, grid: GridSpec, device: torch.device, pretrained_perceptual: bool,
+               options: StepOptions | None = None) -> _State:
+    """The model, its loss and the L1 phase's optimizer (Adam, halved every ``lr_halve_every`` iterations),
+    on the device, run as ``options`` say (by default :func:`step_options` of the device and grid)."""
     settings, adversarial = grid.training, grid.training.adversarial
+    options = options or step_options(device, settings.cuda_graphs)
     model = build_model(spec, grid).to(device)
     torch.manual_seed(spec.seed)
     loss = SRLoss(spec.loss, l1_weight=adversarial.l1_weight, perceptual_weight=adversarial.perceptual_weight,
                   adversarial_weight=adversarial.adversarial_weight, patch_size=adversarial.patch_size,
                   pretrained=pretrained_perceptual).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, betas=(0.9, 0.999))
+    if options.channels_last:
+        model, loss = model.to(memory_format=torch.channels_last), loss.to(memory_format=torch.channels_last)
+    optimizer = adam(model.parameters(), settings.learning_rate, (0.9, 0.999), options)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_halve_every, gamma=0.5)
-    return _State(model, loss, adversarial, optimizer, scheduler)
+    return _State(model, loss, adversarial, options, optimizer, scheduler)
 
 
-def _step(state: _State, lr: torch.Tensor, hr: torch.Tensor, device) -> dict[str, torch.Tensor]:
-    """One optimisation step of the current phase; returns the loss terms as tensors (read them only when
-    reporting)."""
+def _optimise(state: _State, lr: torch.Tensor, hr: torch.Tensor, device) -> dict[str, torch.Tensor]:
+    """The current phase's forward, backward and optimizer updates for one batch, with no CPU synchronisation
+    (a CUDA graph can capture it); returns the loss terms as tensors (read them only when reporting)."""
     adversarial_phase = state.in_adversarial_phase
-    with autocast(device):
+    cache = not state.options.cuda_graphs  # autocast's weight cache cannot live across graph replays
+    with autocast(device, cache):
         sr = state.model(lr)
         terms = state.loss.adversarial_terms(sr, hr) if adversarial_phase else state.loss.l1_terms(sr, hr)
     state.optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
     state.optimizer.step()
-    state.scheduler.step()
     if adversarial_phase:
-        with autocast(device):
+        with autocast(device, cache):
             terms["discriminator"] = state.loss.discriminator_step_loss(sr, hr)
         state.d_optimizer.zero_grad(set_to_none=True)
         terms["discriminator"].backward()
         state.d_optimizer.step()
-        state.d_scheduler.step()
     return terms
+
+
+def _step_schedulers(state: _State) -> None:
+    state.scheduler.step()
+    if state.in_adversarial_phase:
+        state.d_scheduler.step()
+
+
+def _step_function(state: _State, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], dict]:
+    """The optimisation step as this device runs it: one CUDA graph replayed (see CapturedStep) where the
+    options say so, else eager; either way :func:`_optimise`, then the schedulers."""
+    def optimise(lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        return _optimise(state, lr, hr, device)
+
+    run = (CapturedStep(optimise, lambda: (state.in_adversarial_phase,
+                                           learning_rates((state.optimizer, state.d_optimizer))))
+           if state.options.cuda_graphs else optimise)
+
+    def step(lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = run(lr, hr)
+        _step_schedulers(state)
+        return terms
+    return step
+
+
+def _synchronise(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock reads the work done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callable[[dict], None] = lambda m: None,
@@ -198,30 +235,41 @@ def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callab
                            settings.batch_size, spec.seed)
     validation = PairCache(validation_images(grid.data), spec.scale)
     metrics: dict = {}
+    step, layout = _step_function(state, device), memory_format(state.options)
     window_start, window_iterations = time.perf_counter(), 0
     state.model.train()
-    while state.iteration < settings.iterations:
-        if spec.is_adversarial and state.iteration >= settings.adversarial.warmup_iterations \
-                and not state.in_adversarial_phase:
-            state.start_adversarial_phase()
-        lr, hr = (t.to(device, non_blocking=True) for t in sampler.batch(state.iteration))
-        losses = _step(state, lr, hr, device)
-        state.iteration += 1
-        window_iterations += 1
-        if state.iteration % settings.checkpoint_every == 0 or state.iteration == settings.iterations:
-            elapsed = time.perf_counter() - window_start
-            state.seconds += elapsed
-            metrics = {"iteration": state.iteration,
-                       **{f"loss_{name}": float(value.detach()) for name, value in losses.items()},
-                       "val_psnr": validate(state.model, validation, device),
-                       "images_per_second": window_iterations * settings.batch_size / elapsed,
-                       "learning_rate": state.scheduler.get_last_lr()[0]}
-            _write_checkpoint(storage, spec.model_id, state, metrics["val_psnr"], settings.iterations)
-            report(metrics)
-            window_start, window_iterations = time.perf_counter(), 0
+    batches = BatchPrefetcher(sampler, state.iteration, settings.iterations, pin=device.type == "cuda")
+    with batches:
+        for iteration, lr, hr in batches:
+            if spec.is_adversarial and iteration >= settings.adversarial.warmup_iterations \
+                    and not state.in_adversarial_phase:
+                state.start_adversarial_phase()
+            losses = step(lr.to(device, non_blocking=True, memory_format=layout),
+                          hr.to(device, non_blocking=True, memory_format=layout))
+            state.iteration += 1
+            window_iterations += 1
+            if state.iteration % settings.checkpoint_every == 0 or state.iteration == settings.iterations:
+                _synchronise(device)
+                metrics = _checkpoint_window(spec, settings, storage, state, losses, validation, device,
+                                             window_iterations, time.perf_counter() - window_start)
+                report(metrics)
+                window_start, window_iterations = time.perf_counter(), 0
     if not metrics:  # the checkpoint was already at the last iteration
         metrics = {"iteration": state.iteration, "val_psnr": validate(state.model, validation, device)}
     return _finish(spec, grid, storage, state, metrics, resumed_from, device, node)
+
+
+def _checkpoint_window(spec, settings, storage, state: _State, losses, validation, device,
+                       window_iterations: int, elapsed: float) -> dict:
+    """At a checkpoint: count the window's training time, validate, write the checkpoint; returns the metrics."""
+    state.seconds += elapsed
+    metrics = {"iteration": state.iteration,
+               **{f"loss_{name}": float(value.detach()) for name, value in losses.items()},
+               "val_psnr": validate(state.model, validation, device),
+               "images_per_second": window_iterations * settings.batch_size / elapsed,
+               "learning_rate": state.scheduler.get_last_lr()[0]}
+    _write_checkpoint(storage, spec.model_id, state, metrics["val_psnr"], settings.iterations)
+    return metrics
 
 
 def _write_checkpoint(storage: Storage, model_id: str, state: _State, val_psnr: float, iterations: int) -> None:

@@ -35,10 +35,10 @@ class TrainingFailed(UserError):
 
 def run_trial(config: dict, grid: GridSpec, root: str) -> None:
     """One Tune trial: train the model named by ``config['model_id']``."""
-    trial = grid.training.trial
+    spec = SISRSpec.from_id(config["model_id"])
+    trial = grid.training.trial_of(spec.arch)
     torch.set_num_threads(max(1, int(trial.cpus)))
     storage = Storage(root)
-    spec = SISRSpec.from_id(config["model_id"])
     if is_trained(storage, spec.model_id):
         return
     train_model(spec, grid, storage, report=tune.report, device=choose_device(trial.gpus > 0),
@@ -55,10 +55,25 @@ def preflight(grid: GridSpec, specs: list[SISRSpec], log=print) -> None:
             raise TrainingFailed(f"{grid.source}: archs.{arch}: {error}") from None
     datasets = sorted({s.dataset for s in specs})
     check_training_data(grid.data, datasets)
-    check_training_data_on_nodes(grid, datasets, log)
+    check_training_data_on_nodes(grid, datasets, smallest_trial(grid, specs), log)
     if grid.training.pretrained_perceptual:
         for loss in sorted({s.loss for s in specs if s.is_adversarial}):
             SRLoss(loss, pretrained=True)
+
+
+def trial_resources(grid: GridSpec):
+    """Tune's resource request of a trial, from its config: the trial's share of a GPU for its architecture
+    (``training.trials_per_gpu``), so that trials of launch-bound models share a GPU."""
+    def request(config: dict) -> tune.PlacementGroupFactory:
+        trial = grid.training.trial_of(SISRSpec.from_id(config["model_id"]).arch)
+        return tune.PlacementGroupFactory([{"CPU": trial.cpus, **({"GPU": trial.gpus} if trial.gpus else {})}])
+    return request
+
+
+def smallest_trial(grid: GridSpec, specs: list[SISRSpec]) -> Resources:
+    """The least any trial of ``specs`` asks for: a node with it can run trials."""
+    trials = [grid.training.trial_of(arch) for arch in sorted({s.arch for s in specs})]
+    return min(trials, key=lambda trial: (trial.gpus, trial.cpus))
 
 
 def trial_nodes(nodes: list[dict], trial: Resources) -> list[dict]:
@@ -67,15 +82,14 @@ def trial_nodes(nodes: list[dict], trial: Resources) -> list[dict]:
             and node["Resources"].get("GPU", 0) >= trial.gpus]
 
 
-def check_training_data_on_nodes(grid: GridSpec, datasets: list[str], log=print) -> None:
+def check_training_data_on_nodes(grid: GridSpec, datasets: list[str], trial: Resources, log=print) -> None:
     """List the training data, as a trial would, on every other node where trials can run.
 
     A trial reads ``data.*.uri`` on its own node, with that node's home folder, mounts and AWS
     credentials, so a folder the driver sees may be missing there. The check is a Ray task per node
     (no CPU asked, so a busy node answers at once; it imports srfp.datasets alone), listing files and
-    decoding nothing.
+    decoding nothing. ``trial``: the resources a node needs to run a trial.
     """
-    trial = grid.training.trial
     check = ray.remote(check_training_data)
     nodes = trial_nodes(ray.nodes(), trial)
     if nodes:
@@ -116,8 +130,8 @@ def train_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=prin
     if pending:
         preflight(grid, [s for s in specs if s.model_id in pending], log)
         settings = grid.training
-        resources = {"cpu": settings.trial.cpus, "gpu": settings.trial.gpus}
-        trainable = tune.with_resources(tune.with_parameters(run_trial, grid=grid, root=storage.uri), resources)
+        trainable = tune.with_resources(tune.with_parameters(run_trial, grid=grid, root=storage.uri),
+                                        trial_resources(grid))
         tuner = tune.Tuner(
             trainable,
             param_space={"model_id": tune.grid_search(pending)},
