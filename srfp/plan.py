@@ -90,7 +90,7 @@ class Plan:
         raise SelectionError(f"the grid has no task {target} with holdout {holdout}; its tasks: {names}")
 
     def training_gpu_hours(self) -> float:
-        return len(self.models) * self.grid.training.trial.gpu_hours
+        return sum(self.grid.training.trial_of(spec.arch).gpu_hours for spec in self.models)
 
     def classifier_gpu_hours(self) -> float:
         worker = self.grid.classifier.worker
@@ -105,7 +105,7 @@ class Plan:
         for (arch, scale, loss), (spec, *others) in kinds.items():
             measured = calibration.gpu_hours(spec, training)
             costs.append(KindCost(arch, scale, loss, 1 + len(others),
-                                  training.trial.gpu_hours if measured is None else measured,
+                                  training.trial_of(arch).gpu_hours if measured is None else measured,
                                   calibration.missing(spec, training)))
         return costs
 
@@ -135,10 +135,19 @@ class Plan:
         return "\n".join(lines)
 
     def _estimated_training_lines(self) -> list[str]:
-        trial = self.grid.training.trial
-        return ["rough cost (from the grid's per-trial estimates):",
-                f"  training      {len(self.models)} trials x {trial.gpu_hours:g} GPU-h = {self.training_gpu_hours():g} "
-                f"GPU-hours ({trial.gpus:g} GPU, {trial.cpus:g} CPU per trial)"]
+        training, lines = self.grid.training, ["rough cost (from the grid's per-trial estimates):"]
+        archs = Counter(spec.arch for spec in self.models)
+        trials = {arch: training.trial_of(arch) for arch in archs}
+        if len(set(trials.values())) <= 1:
+            trial = next(iter(trials.values()), training.trial)
+            lines.append(f"  training      {len(self.models)} trials x {trial.gpu_hours:g} GPU-h = "
+                         f"{self.training_gpu_hours():g} GPU-hours ({trial.gpus:g} GPU, {trial.cpus:g} CPU per trial)")
+            return lines
+        lines.append(f"  training      {len(self.models)} trials = {self.training_gpu_hours():g} GPU-hours")
+        for arch, trial in trials.items():
+            lines.append(f"                {arch:<5} {archs[arch]:>4} trials x {trial.gpu_hours:g} GPU-h ({trial.gpus:g} GPU, "
+                         f"{trial.cpus:g} CPU per trial: {training.trials_per_gpu.get(arch, 1)} per GPU)")
+        return lines
 
     def _measured_training_lines(self, calibration: Calibration) -> list[str]:
         training, costs = self.grid.training, self.training_costs(calibration)
