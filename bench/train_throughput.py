@@ -11,12 +11,12 @@ is shown as a share of the device's peak (``--peak-tflops``, known for a few GPU
 Prints s per iteration, images/s and the FLOP utilisation of each row, and writes them with ``--json FILE``
 in the format ``python -m srfp.grid plan --calibration FILE`` reads. ``--concurrent N`` runs N trials side by
 side on one GPU (``training.trials_per_gpu``; start CUDA MPS first, as cluster.yaml does), each holding 1/N of
-it. On the CPU, each L1 row is also measured as a plain PyTorch loop on the same batches, and the ratio of
-the two printed (target: >= 0.9).
+it; by default a GPU runs each architecture's trials as the grid shares them. On the CPU, each L1 row is
+also measured as a plain PyTorch loop on the same batches, and the ratio of the two printed (target: >= 0.9).
 
     python bench/train_throughput.py                                       # CPU: smoke sizes, every row
-    python bench/train_throughput.py --grid paper --images ~/srfp-data/DIV2K/DIV2K_train_HR \\
-        --archs RCAN --concurrent 4 --json rcan.json                          # a GPU node
+    python bench/train_throughput.py --grid paper --json calibration.json  # a GPU node with the training data
+    python bench/train_throughput.py --grid paper --images DIR --archs RCAN --concurrent 1
 """
 
 from __future__ import annotations
@@ -155,7 +155,8 @@ def main() -> None:
     parser.add_argument("--scales", help="comma-separated; default: the grid's")
     parser.add_argument("--losses", help="comma-separated; default: the grid's")
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations per row (as many warm up)")
-    parser.add_argument("--concurrent", type=int, default=1, help="trials sharing the GPU, each holding 1/N of it")
+    parser.add_argument("--concurrent", type=int, help="trials sharing the GPU, each holding 1/N of it; default: "
+                                                        "training.trials_per_gpu on a GPU, 1 on the CPU")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak; default: known GPUs' bf16 peak")
     parser.add_argument("--json", help="write the rows here, for `plan --calibration`")
     args = parser.parse_args()
@@ -165,12 +166,12 @@ def main() -> None:
     scales = [int(s) for s in args.scales.split(",")] if args.scales else models.scales
     losses = args.losses.split(",") if args.losses else models.losses
     device = choose_device()
-    if args.concurrent > 1 and device.type != "cuda":
+    if (args.concurrent or 1) > 1 and device.type != "cuda":
         parser.error("--concurrent shares a GPU: it needs CUDA")
     peak = args.peak_tflops or (known_peak(device_name(device)) if device.type == "cuda" else None)
     print(f"device {device_name(device)}, peak {peak or 'unknown'} TFLOP/s, grid {grid.name}, batch "
-          f"{grid.training.batch_size}, {args.iterations} timed iterations per row, {args.concurrent} trial(s) at once")
-    print(f"{'arch':<5} {'scale':>5} {'loss':<10} {'phase':<11} {'patch':>5} {'s/iteration':>12} {'images/s':>9} "
+          f"{grid.training.batch_size}, {args.iterations} timed iterations per row")
+    print(f"{'arch':<5} {'scale':>5} {'loss':<10} {'phase':<11} {'patch':>5} {'trials':>6} {'s/iteration':>12} {'images/s':>9} "
           f"{'utilisation':>11}  plain loop")
     rows = []
     for arch in archs:
@@ -179,32 +180,35 @@ def main() -> None:
                 spec = SISRSpec(arch, models.datasets[0], scale, loss, 1)
                 fill_pair_cache(grid, spec)
                 for phase in (["l1", "adversarial"] if spec.is_adversarial else ["l1"]):
-                    rows.append(measure(grid, spec, phase, args, device, peak))
+                    trials = args.concurrent or (grid.training.trials_per_gpu.get(arch, 1) if device.type == "cuda" else 1)
+                    rows.append(measure(grid, spec, phase, args.iterations, trials, device, peak))
     if args.json:
         calibration = {"device": device_name(device), "torch": torch.__version__, "commit": commit(),
                        "peak_tflops": peak, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "note": f"bench/train_throughput.py --grid {args.grid}, {args.iterations} timed iterations "
-                               f"per row, {args.concurrent} trial(s) sharing the device", "rows": rows}
+                               f"per row; gpu_share: 1 / the trials sharing the device", "rows": rows}
         Path(args.json).write_text(json.dumps(calibration, indent=1))
         print(f"wrote {args.json}")
 
 
-def measure(grid: GridSpec, spec: SISRSpec, phase: str, args, device: torch.device, peak: float | None) -> dict:
-    """One row: the real loop's seconds per iteration, and on the CPU the plain loop's beside it."""
-    measured = phase_grid(grid, spec, phase, args.iterations)
-    seconds = concurrent_seconds_per_iteration(measured, spec, str(device), args.concurrent)
+def measure(grid: GridSpec, spec: SISRSpec, phase: str, iterations: int, trials: int, device: torch.device,
+            peak: float | None) -> dict:
+    """One row: the real loop's seconds per iteration with ``trials`` sharing the device, and on the CPU the
+    plain loop's beside it."""
+    measured = phase_grid(grid, spec, phase, iterations)
+    seconds = concurrent_seconds_per_iteration(measured, spec, str(device), trials)
     batch = grid.training.batch_size
     flops = step_flops(measured, spec, phase, device)
-    utilisation = args.concurrent * flops / seconds / (peak * 1e12) if peak else None
+    utilisation = trials * flops / seconds / (peak * 1e12) if peak else None
     row = {"arch": spec.arch, "scale": spec.scale, "loss": spec.loss, "phase": phase, "batch_size": batch,
-           "patch_size": patch_size(grid, spec), "gpu_share": 1 / args.concurrent, "seconds_per_iteration": seconds,
+           "patch_size": patch_size(grid, spec), "gpu_share": 1 / trials, "seconds_per_iteration": seconds,
            "images_per_second": batch / seconds, "flop_utilisation": utilisation}
     plain = ""
     if device.type == "cpu" and phase == "l1" and not spec.is_adversarial:
-        baseline = plain_loop_seconds_per_iteration(measured, spec, args.iterations, device)
+        baseline = plain_loop_seconds_per_iteration(measured, spec, iterations, device)
         plain = f"{batch / baseline:9.1f} images/s, ratio srfp/plain {baseline / seconds:.3f} (target >= 0.9)"
     shown = f"{utilisation:11.1%}" if utilisation is not None else f"{flops / seconds / 1e9:6.1f} GF/s"
-    print(f"{spec.arch:<5} {spec.scale:>5} {spec.loss:<10} {phase:<11} {row['patch_size']:>5} {seconds:12.4f} "
+    print(f"{spec.arch:<5} {spec.scale:>5} {spec.loss:<10} {phase:<11} {row['patch_size']:>5} {trials:>6} {seconds:12.4f} "
           f"{batch / seconds:9.1f} {shown:>11}  {plain}", flush=True)
     return row
 
