@@ -57,6 +57,18 @@ def test_an_optimizer_state_saved_fused_loads_into_the_cpus_default_implementati
     assert float(plain.state[parameter]["step"]) == 2
 
 
+def test_moments_saved_in_another_layout_take_the_parameters_layout():
+    weight = torch.nn.Parameter(torch.randn(4, 3, 3, 3).to(memory_format=torch.channels_last))
+    saved = torch.optim.Adam([weight], lr=0.1)
+    weight.grad = torch.ones_like(weight)
+    saved.step()
+    contiguous = torch.nn.Parameter(weight.detach().contiguous())
+    optimizer = torch.optim.Adam([contiguous], lr=0.1)
+    load_optimizer(optimizer, saved.state_dict())
+    moment = optimizer.state[contiguous]["exp_avg"]
+    assert moment.is_contiguous() and torch.equal(moment, saved.state[weight]["exp_avg"])
+
+
 def test_an_optimizer_state_saved_on_the_cpu_gets_its_steps_on_the_parameters_device_when_fused():
     _, plain = _stepped_adam()
     parameter, fused = _stepped_adam(fused=True)

@@ -55,8 +55,9 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Load an optimizer's state saved on any device into one built for this device.
 
     A checkpoint keeps the implementation flags of the device that wrote it (fused and capturable on CUDA);
-    they are put back to this optimizer's own, and each parameter's step count goes where this
-    implementation keeps it (on the parameter's device when fused or capturable, else on the CPU)."""
+    they are put back to this optimizer's own. Each parameter's step count goes where this implementation
+    keeps it (on the parameter's device when fused or capturable, else on the CPU), and its moments take the
+    parameter's layout (channels_last on CUDA, contiguous on the CPU), as a fused kernel expects."""
     own = {key: optimizer.defaults[key] for key in _IMPLEMENTATION if key in optimizer.defaults}
     optimizer.load_state_dict(state)
     for group in optimizer.param_groups:
@@ -64,10 +65,11 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
         on_device = bool(group.get("fused") or group.get("capturable"))
         for parameter in group["params"]:
             parameter_state = optimizer.state.get(parameter, {})
-            if "step" in parameter_state:
-                step = parameter_state["step"]
-                parameter_state["step"] = (step.to(parameter.device, torch.float32) if on_device
-                                           else step.to("cpu", torch.float32))
+            for key, value in parameter_state.items():
+                if key == "step":
+                    parameter_state[key] = value.to(parameter.device if on_device else "cpu", torch.float32)
+                elif value.shape == parameter.shape and value.stride() != parameter.stride():
+                    parameter_state[key] = torch.empty_like(parameter).copy_(value)
 
 
 def learning_rates(optimizers: Iterable[torch.optim.Optimizer | None]) -> tuple[float, ...]:
