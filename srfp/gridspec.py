@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 
 from srfp.classify.backbones import BACKBONES
 from srfp.errors import UserError
-from srfp.schema import SchemaError, build, choices
+from srfp.schema import SchemaError, at_least, build, choices, positive
 from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, TARGETS, SISRSpec
 
 
@@ -51,6 +52,9 @@ class ModelGrid:
                 if datasets != "all":
                     raise SchemaError(f"models.seeds.{seed}: {datasets!r} is not allowed; expected 'all' or a list of datasets")
                 continue
+            if not datasets:
+                raise SchemaError(f"models.seeds.{seed}: [] is not allowed; expected 'all' or a non-empty list of "
+                                  f"datasets")
             for i, dataset in enumerate(datasets):
                 if dataset not in self.datasets:
                     raise SchemaError(f"models.seeds.{seed}[{i}]: {dataset!r} is not allowed; "
@@ -81,7 +85,7 @@ class DataSettings:
 
     div2k: TrainingSource
     flickr2k: TrainingSource
-    validation_images: int = 10
+    validation_images: int = at_least(1, default=10)
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,9 @@ class PhotoSettings:
     """
 
     source: str = "bundled"
-    per_tag: int | None = None
-    min_megapixels: float = 2.0
-    long_side: int = 960
+    per_tag: int | None = at_least(1, default=None)
+    min_megapixels: float = at_least(0, default=2.0)
+    long_side: int = at_least(8, default=960)
     split: dict[str, int] = field(default_factory=lambda: {"train": 800, "val": 100, "test": 100})
     seed: int = 0
 
@@ -104,17 +108,21 @@ class PhotoSettings:
             raise SchemaError(f"photos.split: keys {sorted(self.split)} are not allowed; expected exactly train, val, test")
         if any(v < 0 for v in self.split.values()) or sum(self.split.values()) == 0:
             raise SchemaError(f"photos.split: {self.split!r} is not allowed; use non-negative shares with a positive sum")
-        if self.long_side < 8:
-            raise SchemaError(f"photos.long_side: {self.long_side!r} is not allowed; expected at least 8 pixels")
 
 
 @dataclass(frozen=True)
 class Resources:
     """Resources of one Ray task, actor or trial, and the GPU-hours one is expected to take on a GPU."""
 
-    cpus: float = 1.0
-    gpus: float = 0.0
-    gpu_hours: float = 0.0
+    cpus: float = at_least(0, default=1.0)
+    gpus: float = at_least(0, default=0.0)
+    gpu_hours: float = at_least(0, default=0.0)
+
+
+def _require_cpus(resources: Resources, where: str) -> None:
+    """A trial or a Ray Train worker runs its own Python process, so it needs some CPU."""
+    if resources.cpus <= 0:
+        raise SchemaError(f"{where}.cpus: {resources.cpus!r} is not allowed; expected a number above 0")
 
 
 @dataclass(frozen=True)
@@ -127,21 +135,17 @@ class AdversarialSettings:
     (``learning_rate``, ``betas``), the discriminator its own (``discriminator_lr``, ``betas``), both
     halved at each of ``lr_milestones``, counted in iterations of the adversarial phase."""
 
-    warmup_iterations: int = 0
-    patch_size: int = 128
-    l1_weight: float = 0.01
-    perceptual_weight: float = 1.0
-    adversarial_weight: float = 0.005
-    learning_rate: float = 1e-4
-    discriminator_lr: float = 1e-4
+    warmup_iterations: int = at_least(0, default=0)
+    patch_size: int = at_least(32, default=128)
+    l1_weight: float = at_least(0, default=0.01)
+    perceptual_weight: float = at_least(0, default=1.0)
+    adversarial_weight: float = at_least(0, default=0.005)
+    learning_rate: float = positive(default=1e-4)
+    discriminator_lr: float = positive(default=1e-4)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     lr_milestones: list[int] = field(default_factory=lambda: [50_000, 100_000, 200_000, 300_000])
 
     def __post_init__(self):
-        for name in ("learning_rate", "discriminator_lr"):
-            if getattr(self, name) <= 0:
-                raise SchemaError(f"training.adversarial.{name}: {getattr(self, name)!r} is not allowed; "
-                                  f"expected a positive number")
         if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
             raise SchemaError(f"training.adversarial.betas: {self.betas!r} is not allowed; "
                               f"expected two numbers in [0, 1), e.g. [0.9, 0.99]")
@@ -154,31 +158,30 @@ class AdversarialSettings:
 class TrainingSettings:
     """How each SISR model is trained; one Ray Tune trial per model."""
 
-    iterations: int = 300_000
-    batch_size: int = 16
-    patch_size: dict[int, int] = field(default_factory=lambda: {2: 96, 4: 192})
-    learning_rate: float = 1e-4
-    lr_halve_every: int = 200_000
-    checkpoint_every: int = 5_000
+    iterations: int = at_least(1, default=300_000)
+    batch_size: int = at_least(1, default=16)
+    patch_size: dict[int, int] = at_least(1, default_factory=lambda: {2: 96, 4: 192})
+    learning_rate: float = positive(default=1e-4)
+    lr_halve_every: int = at_least(1, default=200_000)
+    checkpoint_every: int = at_least(1, default=5_000)
     adversarial: AdversarialSettings = field(default_factory=AdversarialSettings)
     #: ImageNet weights for the VGG19 / ResNet-50 perceptual networks; false (random) only by explicit choice.
     pretrained_perceptual: bool = True
     trial: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1, gpu_hours=24))
     #: Trials of an architecture that share one GPU (its kernels too few to fill it), each with that share
     #: of ``trial`` (CPUs, GPU, GPU-hours); architectures not named take a whole ``trial``.
-    trials_per_gpu: dict[str, int] = field(default_factory=dict)
+    trials_per_gpu: dict[str, int] = at_least(1, default_factory=dict)
     #: On CUDA, capture each training step as a CUDA graph (see srfp.sisr.acceleration); false: eager steps.
     cuda_graphs: bool = True
-    max_concurrent_trials: int = 0
-    max_failures: int = 3
+    max_concurrent_trials: int = at_least(0, default=0)
+    max_failures: int = at_least(0, default=3)
 
     def __post_init__(self):
-        for arch, count in self.trials_per_gpu.items():
+        for arch in self.trials_per_gpu:
             if arch not in ARCHS:
                 raise SchemaError(f"training.trials_per_gpu.{arch}: unknown architecture; allowed values: "
                                   f"{', '.join(ARCHS)}")
-            if count < 1:
-                raise SchemaError(f"training.trials_per_gpu.{arch}: {count!r} is not allowed; expected at least 1")
+        _require_cpus(self.trial, "training.trial")
 
     def trial_of(self, arch: str) -> Resources:
         """The resources of one trial of an architecture: ``trial``, shared by ``trials_per_gpu[arch]``."""
@@ -195,12 +198,14 @@ PRECISIONS = ("float32", "bfloat16")
 class SuperresSettings:
     """How photos are super-resolved on Ray Data."""
 
-    batch_size: int = 1
+    batch_size: int = at_least(1, default=1)
     actor: Resources = field(default_factory=lambda: Resources(cpus=2, gpus=0.5))
-    actors: int = 0
-    tile_size: int = 0
-    tile_overlap: int = 16
-    rows_per_file: int = 100
+    #: Ray Data actors at most; 0: one per batch of photos.
+    actors: int = at_least(0, default=0)
+    #: Tiles of this many LR pixels a side, each run with ``tile_overlap`` pixels of context; 0: whole photos.
+    tile_size: int = at_least(0, default=0)
+    tile_overlap: int = at_least(0, default=16)
+    rows_per_file: int = at_least(1, default=100)
     #: float32: no autocast and TF32 off, so images do not depend on a GPU's reduced precisions; bfloat16
     #: only by explicit choice. Each shard's marker records the precision it was made in.
     precision: str = choices(*PRECISIONS, default="float32")
@@ -215,12 +220,12 @@ class ClassifierSettings:
     pretrained: bool = True
     #: A local file with the backbone's ImageNet weights, instead of timm's download.
     weights: str = ""
-    crop_size: int = 299
+    crop_size: int = at_least(1, default=299)
     #: Random crops taken from each training image per epoch (the study: 1; more for small photo sets).
-    crops_per_image: int = 1
-    batch_size: int = 16
+    crops_per_image: int = at_least(1, default=1)
+    batch_size: int = at_least(1, default=16)
     #: Rows mixed in the local shuffle buffer (shards are ordered by model).
-    shuffle_buffer: int = 1000
+    shuffle_buffer: int = at_least(0, default=1000)
     #: Seeds the new final layer's initialisation and, per epoch, the block order, the shuffle and the crops.
     seed: int = 0
     #: Ray Data delivers rows in a fixed order, so that two runs train alike (see README for its cost).
@@ -229,26 +234,27 @@ class ClassifierSettings:
     #: 960x720) and crops later epochs from those files, memory-mapped, instead of decoding each PNG again;
     #: it adds images while their disk is less full than this fraction. 0: no cache.
     decoded_cache_max_disk_use: float = 0.8
-    head_epochs: int = 3
-    finetune_epochs: int = 15
-    learning_rate: float = 5e-4
-    plateau_patience: int = 3
+    head_epochs: int = at_least(0, default=3)
+    finetune_epochs: int = at_least(0, default=15)
+    learning_rate: float = positive(default=5e-4)
+    plateau_patience: int = at_least(0, default=3)
     #: Recompute batch-norm statistics from this many of an epoch's last training batches after each
     #: fine-tuning epoch, before validation: for short trainings (a few hundred steps), whose running
     #: averages lag behind the weights. 0: off (the study).
-    recalibrate_batch_norm: int = 0
+    recalibrate_batch_norm: int = at_least(0, default=0)
     #: Resources of the one Ray Train worker of each task; the batch is the study's whatever the cluster.
     worker: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1, gpu_hours=6))
     #: Tasks trained side by side (one Ray Tune trial each); 0: as many as the cluster's GPUs (or CPUs) fit.
-    max_concurrent_tasks: int = 0
-    vote_size: int = 10
-    vote_repeats: int = 1000
-    max_failures: int = 2
+    max_concurrent_tasks: int = at_least(0, default=0)
+    vote_size: int = at_least(1, default=10)
+    vote_repeats: int = at_least(1, default=1000)
+    max_failures: int = at_least(0, default=2)
 
     def __post_init__(self):
         if not 0 <= self.decoded_cache_max_disk_use <= 1:
             raise SchemaError(f"classifier.decoded_cache_max_disk_use: {self.decoded_cache_max_disk_use!r} is not "
                               "allowed; expected a fraction of the disk from 0 (no cache) to 1")
+        _require_cpus(self.worker, "classifier.worker")
 
 
 @dataclass(frozen=True)
@@ -269,6 +275,10 @@ class TaskSettings:
     all_model_parsers: list[str] = choices(*TARGETS, default_factory=list)
 
 
+#: A grid's name: one path component, since it names the run's folder (``srfp-runs/<name>``).
+GRID_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 @dataclass(frozen=True)
 class GridSpec:
     """A whole grid file."""
@@ -286,9 +296,15 @@ class GridSpec:
     source: str = ""
 
     def __post_init__(self):
+        if not GRID_NAME.fullmatch(self.name) or self.name in (".", ".."):
+            raise SchemaError(f"name: {self.name!r} is not allowed; expected one folder name of letters, digits, "
+                              f"-, _ and . (it names the run's folder under srfp-runs/)")
         for arch in self.archs:
             if arch not in ARCHS:
                 raise SchemaError(f"archs.{arch}: unknown architecture; allowed values: {', '.join(ARCHS)}")
+        if self.classifier.crop_size > self.photos.long_side:
+            raise SchemaError(f"classifier.crop_size: {self.classifier.crop_size} is not allowed; expected at most "
+                              f"photos.long_side ({self.photos.long_side}), the photos' longest side")
         training = self.training
         for scale in self.models.scales:
             if scale not in training.patch_size:
@@ -300,9 +316,6 @@ class GridSpec:
         if training.adversarial.patch_size % 32 or training.adversarial.patch_size % max(self.models.scales):
             raise SchemaError(f"training.adversarial.patch_size: {training.adversarial.patch_size} is not allowed; "
                               f"expected a multiple of 32 and of every scale (the discriminator halves it 5 times)")
-        for name in ("iterations", "batch_size", "checkpoint_every", "lr_halve_every"):
-            if getattr(training, name) < 1:
-                raise SchemaError(f"training.{name}: {getattr(training, name)!r} is not allowed; expected at least 1")
 
     def specs(self) -> list[SISRSpec]:
         return self.models.specs()
@@ -349,8 +362,14 @@ def load_grid(name_or_path: str | Path) -> GridSpec:
     except SchemaError as error:
         raise GridError(f"{path}: {error}") from None
     grid = dataclasses.replace(grid, source=str(path))
+    from srfp.sisr.archs import check_options  # imports torch: here, not when gridspec is imported
     from srfp.tasks import tasks_of  # validates every holdout against the grid's own models
 
+    for arch, options in grid.archs.items():
+        try:
+            check_options(arch, options)
+        except ValueError as error:
+            raise GridError(f"{path}: archs.{error}") from None
     try:
         tasks_of(grid)
     except ValueError as error:

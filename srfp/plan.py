@@ -19,7 +19,9 @@ class SelectionError(UserError, ValueError):
 def parse_selection(text: str | None) -> dict[str, set[str]]:
     """``"arch=RCAN,scale=4"`` -> ``{"arch": {"RCAN"}, "scale": {"4"}}``; ``arch=EDSR|RCAN`` selects either."""
     selection: dict[str, set[str]] = {}
-    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+    if text is None:
+        return selection
+    for item in (part.strip() for part in text.split(",")):
         attribute, _, values = item.partition("=")
         if attribute not in ATTRIBUTES or not values:
             raise SelectionError(f"--only: {item!r} is not allowed; expected ATTRIBUTE=VALUE with ATTRIBUTE one of "

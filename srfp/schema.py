@@ -1,7 +1,8 @@
 """Build typed dataclasses from parsed YAML, with errors that name the field, the bad value and what is allowed.
 
-Each settings dataclass declares its fields with type hints; ``choices`` in a field's metadata restricts
-its values. ``build(cls, data, where)`` checks unknown keys, missing keys, types and choices, and raises
+Each settings dataclass declares its fields with type hints; ``choices``, ``at_least`` and ``positive`` in a
+field's metadata restrict its values (each item of a list, each value of a mapping). ``build(cls, data, where)``
+checks unknown keys, missing keys, types, choices and ranges, and raises
 :class:`SchemaError` whose message starts with ``where`` (``grids/x.yaml: training.batch_size``).
 """
 
@@ -20,6 +21,16 @@ class SchemaError(ValueError):
 def choices(*allowed, **kwargs) -> Any:
     """A dataclass field whose value must be one of ``allowed``."""
     return dataclasses.field(metadata={"choices": allowed}, **kwargs)
+
+
+def at_least(minimum, **kwargs) -> Any:
+    """A numeric dataclass field whose value must be ``minimum`` or more (null passes where the type allows it)."""
+    return dataclasses.field(metadata={"minimum": minimum, "exclusive": False}, **kwargs)
+
+
+def positive(**kwargs) -> Any:
+    """A numeric dataclass field whose value must be above zero."""
+    return dataclasses.field(metadata={"minimum": 0, "exclusive": True}, **kwargs)
 
 
 def _describe(tp) -> str:
@@ -83,6 +94,29 @@ def convert(tp, value, where: str):
     return value
 
 
+def _items(value, path: str) -> list[tuple[str, Any]]:
+    """The values a field's restrictions apply to, with their paths: a list's items, a mapping's values."""
+    if isinstance(value, list):
+        return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        return [(f"{path}.{key}", item) for key, item in value.items()]
+    return [(path, value)]
+
+
+def _check_allowed(metadata, value, where: str) -> None:
+    """Raise :class:`SchemaError` unless ``value`` is among the field's ``choices`` and within its range."""
+    allowed = metadata.get("choices")
+    if allowed is not None and value not in allowed:
+        raise SchemaError(f"{where}: {value!r} is not allowed; allowed values: {', '.join(map(str, allowed))}")
+    minimum = metadata.get("minimum")
+    if minimum is None or value is None:
+        return
+    if metadata["exclusive"] and value <= minimum:
+        _fail(where, value, f"a number above {minimum}")
+    if value < minimum:
+        _fail(where, value, f"at least {minimum}")
+
+
 def build(cls, data, where: str):
     """Instantiate dataclass ``cls`` from a mapping, validating every field."""
     if data is None:
@@ -103,12 +137,8 @@ def build(cls, data, where: str):
                 raise SchemaError(f"{path}: missing; expected {_describe(hints[name])}")
             continue
         value = convert(hints[name], data[name], path)
-        allowed = field.metadata.get("choices")
-        if allowed is not None:
-            for i, item in enumerate(value if isinstance(value, list) else [value]):
-                if item not in allowed:
-                    at = f"{path}[{i}]" if isinstance(value, list) else path
-                    raise SchemaError(f"{at}: {item!r} is not allowed; allowed values: {', '.join(map(str, allowed))}")
+        for at, item in _items(value, path):
+            _check_allowed(field.metadata, item, at)
         values[name] = value
     try:
         return cls(**values)

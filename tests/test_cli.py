@@ -60,3 +60,8 @@ def test_run_goes_through_every_stage_into_a_relative_root(tmp_path):
     assert (root / "models" / "EDSR-div2k-x2-L1-s1.safetensors").is_file()
     assert "EDSR-div2k-x2-L1-s1" in (root / "models" / "psnr.csv").read_text()
     assert (root / "sr" / "model_id=EDSR-div2k-x2-L1-s1" / "_SUCCESS").is_file()
+
+
+def test_only_with_empty_items_is_refused_rather_than_selecting_everything(capsys):
+    assert main(["plan", "--grid", "smoke", "--only", ",,,"]) == 2
+    assert "--only: '' is not allowed; expected ATTRIBUTE=VALUE" in capsys.readouterr().err

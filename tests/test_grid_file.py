@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from srfp.grid import main
 from srfp.gridspec import GridError, load_grid, resolve_grid_path
 from srfp.plan import Plan
 from srfp.tasks import HoldoutError, parse_holdout
@@ -117,3 +118,47 @@ def test_a_bundled_grid_name_is_not_shadowed_by_a_folder_of_that_name(tmp_path, 
     (tmp_path / "smoke").mkdir()  # e.g. a run's storage root named after its grid
     monkeypatch.chdir(tmp_path)
     assert load_grid("smoke").name == "smoke"
+
+
+def _set(section: str, **values):
+    """An edit of the smoke grid: ``section`` is a dotted path (``training.trial``), ``""`` the top level."""
+    def edit(data):
+        for key in filter(None, section.split(".")):
+            data = data.setdefault(key, {})
+        data.update(values)
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set("superres", tile_size=-1), "superres.tile_size: -1 is not allowed; expected at least 0"),
+    (_set("superres", tile_overlap=-4), "superres.tile_overlap: -4 is not allowed; expected at least 0"),
+    (_set("training", patch_size={2: 0, 4: 96}), "training.patch_size.2: 0 is not allowed; expected at least 1"),
+    (_set("training.adversarial", patch_size=0),
+     "training.adversarial.patch_size: 0 is not allowed; expected at least 32"),
+    (_set("classifier", vote_size=0), "classifier.vote_size: 0 is not allowed; expected at least 1"),
+    (_set("training", learning_rate=0), "training.learning_rate: 0.0 is not allowed; expected a number above 0"),
+    (_set("classifier", learning_rate=-1e-3),
+     "classifier.learning_rate: -0.001 is not allowed; expected a number above 0"),
+    (_set("data", validation_images=0), "data.validation_images: 0 is not allowed; expected at least 1"),
+    (_set("classifier", crop_size=0), "classifier.crop_size: 0 is not allowed; expected at least 1"),
+    (_set("superres", actors=-1), "superres.actors: -1 is not allowed; expected at least 0"),
+    (_set("classifier", max_concurrent_tasks=-2),
+     "classifier.max_concurrent_tasks: -2 is not allowed; expected at least 0"),
+    (_set("training", max_failures=-1), "training.max_failures: -1 is not allowed; expected at least 0"),
+    (_set("classifier", max_failures=-1), "classifier.max_failures: -1 is not allowed; expected at least 0"),
+    (_set("training.trial", cpus=-1), "training.trial.cpus: -1.0 is not allowed; expected at least 0"),
+    (_set("training.trial", cpus=0), "training.trial.cpus: 0.0 is not allowed; expected a number above 0"),
+    (_set("classifier.worker", cpus=0), "classifier.worker.cpus: 0.0 is not allowed; expected a number above 0"),
+    (_set("superres.actor", gpus=-0.5), "superres.actor.gpus: -0.5 is not allowed; expected at least 0"),
+    (_set("models", seeds={1: []}), "models.seeds.1: [] is not allowed; expected 'all' or a non-empty list"),
+    (_set("archs", EDSR={"n_resblock": 2}), "archs.EDSR: unknown option 'n_resblock'; allowed options: n_resblocks,"),
+    (_set("classifier", crop_size=300),
+     "classifier.crop_size: 300 is not allowed; expected at most photos.long_side (256)"),
+    (_set("", name="../../x"), "name: '../../x' is not allowed; expected one folder name of letters, digits, -, _"),
+    (_set("", name=".."), "name: '..' is not allowed"),
+])
+def test_plan_refuses_an_out_of_range_value_naming_file_field_value_and_range(tmp_path, capsys, edit, message):
+    path = _write(tmp_path, edit)
+    assert main(["plan", "--grid", str(path)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {path}: {message}")
