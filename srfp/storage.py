@@ -59,6 +59,12 @@ def is_remote(uri: str) -> bool:
     return urlparse(str(uri)).scheme == "s3"
 
 
+def node_cache(name: str) -> Path:
+    """A folder of this node's local cache (derived data kept between runs; deleting it is always safe):
+    ``$SRFP_CACHE/<name>``, by default ``~/.cache/srfp/<name>``. Resolved where it is used, on each node."""
+    return Path(os.environ.get("SRFP_CACHE", Path.home() / ".cache" / "srfp")) / name
+
+
 class Storage:
     """Files under a root URI. Paths given to its methods are relative, with ``/`` separators."""
 
