@@ -230,10 +230,6 @@ class ClassifierSettings:
     seed: int = 0
     #: Ray Data delivers rows in a fixed order, so that two runs train alike (see README for its cost).
     preserve_order: bool = True
-    #: Each node keeps the training images it decodes as raw pixels in ``$SRFP_CACHE/decoded`` (2 MB for
-    #: 960x720) and crops later epochs from those files, memory-mapped, instead of decoding each PNG again;
-    #: it adds images while their disk is less full than this fraction. 0: no cache.
-    decoded_cache_max_disk_use: float = 0.8
     head_epochs: int = at_least(0, default=3)
     finetune_epochs: int = at_least(0, default=15)
     learning_rate: float = positive(default=5e-4)
@@ -251,9 +247,6 @@ class ClassifierSettings:
     max_failures: int = at_least(0, default=2)
 
     def __post_init__(self):
-        if not 0 <= self.decoded_cache_max_disk_use <= 1:
-            raise SchemaError(f"classifier.decoded_cache_max_disk_use: {self.decoded_cache_max_disk_use!r} is not "
-                              "allowed; expected a fraction of the disk from 0 (no cache) to 1")
         _require_cpus(self.worker, "classifier.worker")
 
 
