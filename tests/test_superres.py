@@ -4,23 +4,31 @@ import dataclasses
 import io
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 import torch
 
 from conftest import smoke_grid, trained_root
-from srfp.images import decode_image, downscale, imresize, psnr_y
+from srfp.gridspec import Resources, SuperresSettings
+from srfp.images import decode_image, downscale, encode_png, imresize, psnr_y
+from srfp.photos import read_manifest, read_photo
 from srfp.plan import Plan
 from srfp.sisr.archs import TINY, create_model
+from srfp.sisr.train import load_trained
 from srfp.spec import SISRSpec
 from srfp.status import render_status
 from srfp.storage import Storage
-from srfp.superres.core import superresolve
-from srfp.superres.pipeline import superresolve_grid
-from srfp.superres.shards import MARKER, SCHEMA, read_shard, shard_folder, shard_status
+from srfp.superres.core import superresolve, superresolve_photo
+from srfp.superres.pipeline import SuperResolver, actor_pool, superresolve_grid, superresolve_model
+from srfp.superres.shards import MARKER, PNG_LEVEL, SCHEMA, ModelInfo, make_row, read_shard, shard_folder, shard_status
+from srfp.superres.stages import encode_rows, read_pairs
 
 MODELS = [SISRSpec("EDSR", "div2k", 2, "L1", 1), SISRSpec("EDSR", "div2k", 4, "L1", 1)]
 
@@ -84,6 +92,72 @@ def _bicubic_pair(photo, scale):
     return hr, imresize(lr, scale=scale)
 
 
+def _photos(storage):
+    return read_manifest(storage)[["image_id", "tag", "split"]].to_dict("records")
+
+
+def _plain_rows(storage, spec, photos):
+    """The reference: the rows the plain functions make, one photo after the other in this process."""
+    model = load_trained(storage, spec.model_id)
+    return [make_row(ModelInfo.of_spec(spec), photo,
+                     *superresolve_photo(model, read_photo(storage, photo["image_id"]), spec.scale, torch.device("cpu")))
+            for photo in photos]
+
+
+def test_the_actor_stage_only_turns_lr_images_into_sr_and_the_three_stages_make_the_plain_rows(trained, grid):
+    spec, photos = MODELS[1], _photos(trained)[:2]
+    pairs = read_pairs(pa.Table.from_pylist(photos), trained.uri, spec.scale)
+    made = SuperResolver(trained.uri, grid, spec.model_id)(pairs)
+    assert made.column_names == ["image_id", "tag", "split", "hr", "sr"]
+    assert made.column("hr") == pairs.column("hr")
+    assert encode_rows(made, ModelInfo.of_spec(spec)).to_pylist() == _plain_rows(trained, spec, photos)
+
+
+def test_the_cpu_stages_import_no_torch_so_their_workers_start_quickly():
+    imported = subprocess.run([sys.executable, "-c", "import sys, srfp.superres.stages; print('torch' in sys.modules)"],
+                              capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False"
+
+
+def test_a_shard_is_made_in_three_stages_a_batch_at_a_time_with_the_plain_rows_byte_for_byte(ray_local, root, grid):
+    spec, photos = MODELS[0], _photos(root)
+    pairs_of_photos = dataclasses.replace(grid, superres=dataclasses.replace(grid.superres, batch_size=2))
+    summary = superresolve_model(spec, pairs_of_photos, root, photos).get_stats_summary()
+    operators = {op.operator_name: op for op in _operators(summary)}
+    stages = ["MapBatches(read_pairs)", "MapBatches(SuperResolver)", "MapBatches(encode_rows)"]
+    assert list(operators) == ["FromItems", *stages, "Write"]  # no stage fused into its neighbour
+    for stage in stages:
+        assert (operators[stage].output_num_rows.max, operators[stage].output_num_rows.sum) == (2, 7)
+    marker = json.loads(root.read_text(f"{shard_folder(spec.model_id)}/{MARKER}"))
+    assert (marker["rows"], marker["png_level"]) == (7, PNG_LEVEL)
+    made = sorted(read_shard(root, spec.model_id).to_pylist(), key=lambda row: row["image_id"])
+    plain = sorted(_plain_rows(root, spec, photos), key=lambda row: row["image_id"])
+    for made_row, plain_row in zip(made, plain, strict=True):
+        for column in SCHEMA.names:
+            assert made_row[column] == plain_row[column], (plain_row["image_id"], column)
+        assert made_row["png"] == encode_png(decode_image(made_row["png"]), PNG_LEVEL)
+
+
+def _operators(summary):
+    """Every operator's stats of an executed dataset, upstream first."""
+    return [op for parent in summary.parents for op in _operators(parent)] + list(summary.operators_stats)
+
+
+@pytest.mark.parametrize("cluster, actor, actors, batches, sizes", [
+    ({"CPU": 24, "GPU": 3}, Resources(cpus=2, gpus=0.5), 0, 50, (6, 50)),  # the GPU shares there, then one per batch
+    ({"CPU": 24, "GPU": 3}, Resources(cpus=2, gpus=0.5), 4, 50, (4, 4)),   # superres.actors caps the pool
+    ({"CPU": 24, "GPU": 3}, Resources(cpus=2, gpus=0.5), 0, 3, (3, 3)),    # never more actors than batches
+    ({"CPU": 8, "GPU": 4}, Resources(cpus=2, gpus=0.5), 0, 50, (3, 50)),   # CPUs limit too, one kept for the stages
+    ({"CPU": 0}, Resources(cpus=2, gpus=0.5), 0, 50, (1, 50)),             # no GPU node yet: the autoscaler adds them
+    ({"CPU": 2}, Resources(cpus=0.5, gpus=0), 0, 50, (2, 50)),             # CPU actors beside one CPU for the stages
+])
+def test_the_actor_pool_starts_with_what_the_cluster_fits_and_grows_to_its_limit(monkeypatch, cluster, actor, actors,
+                                                                                 batches, sizes):
+    monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
+    pool = actor_pool(SuperresSettings(actor=actor, actors=actors), batches)
+    assert (pool.min_size, pool.max_size) == sizes
+
+
 def test_a_rerun_rewrites_nothing_and_a_partial_shard_is_redone_exactly(ray_local, root, grid):
     superresolve_grid(grid, MODELS, root, log=lambda *_: None)
     complete = {p: root.read_bytes(p) for p in root.list(shard_folder(MODELS[0].model_id))}
@@ -101,15 +175,13 @@ def test_a_rerun_rewrites_nothing_and_a_partial_shard_is_redone_exactly(ray_loca
 
 
 def test_bfloat16_super_resolution_is_recorded_in_the_marker_and_changes_the_images(ray_local, root, grid):
-    superresolve_grid(grid, MODELS[:1], root, log=lambda *_: None)
-    float32 = read_shard(root, MODELS[0].model_id).to_pandas().set_index("image_id").sort_index()
     bfloat16_grid = dataclasses.replace(grid, superres=dataclasses.replace(grid.superres, precision="bfloat16"))
-    root.delete(shard_folder(MODELS[0].model_id))
     superresolve_grid(bfloat16_grid, MODELS[:1], root, log=lambda *_: None)
     marker = json.loads(root.read_text(f"{shard_folder(MODELS[0].model_id)}/{MARKER}"))
     assert marker["precision"] == "bfloat16"
-    bfloat16 = read_shard(root, MODELS[0].model_id).to_pandas().set_index("image_id").sort_index()
-    assert list(bfloat16.index) == list(float32.index) and (bfloat16.png != float32.png).any()
+    bfloat16 = {row["image_id"]: row["png"] for row in read_shard(root, MODELS[0].model_id).to_pylist()}
+    float32 = {row["image_id"]: row["png"] for row in _plain_rows(root, MODELS[0], _photos(root))}
+    assert bfloat16.keys() == float32.keys() and bfloat16 != float32
 
 
 def test_status_reports_every_stage_from_storage(ray_local, root, grid):

@@ -1,10 +1,18 @@
 """The Ray Data pipeline: every photo through every trained model, one Parquet shard per model.
 
-For each model, the manifest's photos stream through an actor pool (each actor holds the model, on a
-GPU or a share of one when the grid asks for it) and made in ``superres.precision``; the rows are
-written under ``<root>/sr/model_id=<id>/`` and the shard is marked complete last, with its precision.
-Complete shards are skipped; a partial one (an interrupted run) is deleted and redone, so a rerun
-writes exactly what is missing.
+For each model the manifest's photos stream, ``superres.batch_size`` at a time, through three stages, so
+that the CPU work of some batches overlaps the model's work on others:
+
+1. CPU tasks read each photo and make its (HR, LR) pair with the MATLAB-compatible bicubic;
+2. an autoscaling actor pool runs the model alone (each actor holds it, on a GPU or a share of one when
+   the grid asks for it), in ``superres.precision``;
+3. CPU tasks encode each super-resolved image as PNG, score it and make its row.
+
+The CPU stages live in :mod:`srfp.superres.stages`. The rows are written under
+``<root>/sr/model_id=<id>/`` and the shard is marked complete last, with its precision; they are the
+rows :func:`srfp.superres.shards.make_row` makes from :func:`srfp.superres.core.superresolve_photo`,
+byte for byte. Complete shards are skipped; a partial one (an interrupted run) is deleted and redone, so
+a rerun writes exactly what is missing.
 """
 
 from __future__ import annotations
@@ -16,13 +24,19 @@ import ray
 
 from srfp.devices import choose_device
 from srfp.errors import UserError
-from srfp.gridspec import GridSpec
-from srfp.photos import read_manifest, read_photo
+from srfp.gridspec import GridSpec, SuperresSettings
+from srfp.photos import read_manifest
 from srfp.sisr.train import is_trained, load_trained
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
-from srfp.superres.core import superresolve_photo
-from srfp.superres.shards import SCHEMA, ModelInfo, make_row, mark_complete, shard_folder, shard_status
+from srfp.superres.core import superresolve
+from srfp.superres.shards import ModelInfo, mark_complete, shard_folder, shard_status
+from srfp.superres.stages import encode_rows, pack_image, read_pairs, unpack_image
+
+#: CPUs of a task that writes Parquet, which mostly waits on storage. Unlike the CPU stages' tasks (one CPU
+#: each), so that Ray Data does not fuse stage 3 into the write: a fused task would encode ``rows_per_file``
+#: photos one after the other.
+WRITE_CPUS = 0.25
 
 
 class SuperresolveFailed(UserError):
@@ -30,52 +44,64 @@ class SuperresolveFailed(UserError):
 
 
 class SuperResolver:
-    """A Ray Data actor: loads one trained model once, then turns batches of photo rows into dataset rows."""
+    """Stage 2, a Ray Data actor: loads one trained model once, then turns each LR image into the model's
+    8-bit output (the batch's LR column gives way to an SR column)."""
 
     def __init__(self, root: str, grid: GridSpec, model_id: str):
         import torch
 
         settings = grid.superres
-        self.storage = Storage(root)
         self.device = choose_device(settings.actor.gpus > 0)
         torch.set_num_threads(max(1, math.ceil(settings.actor.cpus)))
-        self.model = load_trained(self.storage, model_id).to(self.device)
-        self.info = ModelInfo.of_spec(SISRSpec.from_id(model_id))
+        self.model = load_trained(Storage(root), model_id).to(self.device)
+        self.scale = SISRSpec.from_id(model_id).scale
         self.settings = settings
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = []
-        for photo in batch.to_pylist():
-            image = read_photo(self.storage, photo["image_id"])
-            hr, sr = superresolve_photo(self.model, image, self.info.scale, self.device, self.settings.tile_size,
-                                        self.settings.tile_overlap, self.settings.precision)
-            rows.append(make_row(self.info, photo, hr, sr))
-        return pa.Table.from_pylist(rows, schema=SCHEMA)
+        settings = self.settings
+        sr = [pack_image(superresolve(self.model, unpack_image(lr), self.scale, self.device, settings.tile_size,
+                                      settings.tile_overlap, settings.precision))
+              for lr in batch.column("lr").to_pylist()]
+        return batch.drop_columns(["lr"]).append_column("sr", pa.array(sr, pa.binary()))
 
 
-def actor_pool_size(grid: GridSpec) -> int:
-    """The grid's ``superres.actors``, or (0) as many actors as the cluster's GPUs or CPUs fit."""
+def actors_that_fit(settings: SuperresSettings) -> int:
+    """How many model actors the cluster holds now, beside one CPU for the CPU stages' tasks (at least one)."""
+    total = ray.cluster_resources()
+    fits = [(total.get("CPU", 0) - 1) / settings.actor.cpus] if settings.actor.cpus else []
+    if settings.actor.gpus:
+        fits.append(total.get("GPU", 0) / settings.actor.gpus)
+    return max(1, math.floor(min(fits, default=1) + 1e-9))
+
+
+def actor_pool(settings: SuperresSettings, batches: int) -> ray.data.ActorPoolStrategy:
+    """The model actors: as many as the cluster fits now to start with, growing while batches wait (onto
+    nodes an autoscaler adds) up to ``superres.actors``, or (0) one per batch of photos."""
+    most = min(settings.actors or batches, batches)
+    return ray.data.ActorPoolStrategy(min_size=min(actors_that_fit(settings), most), max_size=most)
+
+
+def superresolution_rows(spec: SISRSpec, grid: GridSpec, root: str, photos: list[dict]) -> ray.data.Dataset:
+    """The three stages over the photos (lazy): one dataset row per photo."""
     settings = grid.superres
-    if settings.actors:
-        return settings.actors
-    resources = ray.cluster_resources()
-    if settings.actor.gpus > 0:
-        return max(1, int(resources.get("GPU", 0) / settings.actor.gpus))
-    return max(1, int(resources.get("CPU", 1) / max(settings.actor.cpus, 0.5)) - 1)
+    batches = math.ceil(len(photos) / settings.batch_size)
+    each_batch = {"batch_size": settings.batch_size, "batch_format": "pyarrow"}
+    return (ray.data.from_items(photos, override_num_blocks=batches)
+            .map_batches(read_pairs, fn_kwargs={"root": root, "scale": spec.scale}, **each_batch)
+            .map_batches(SuperResolver, fn_constructor_args=(root, grid, spec.model_id), num_cpus=settings.actor.cpus,
+                         num_gpus=settings.actor.gpus or None, compute=actor_pool(settings, batches), **each_batch)
+            .map_batches(encode_rows, fn_kwargs={"model": ModelInfo.of_spec(spec)}, **each_batch))
 
 
-def superresolve_model(spec: SISRSpec, grid: GridSpec, storage: Storage, photos: list[dict]) -> int:
-    """Write one model's complete shard (replacing a partial one); returns its row count."""
-    settings = grid.superres
+def superresolve_model(spec: SISRSpec, grid: GridSpec, storage: Storage, photos: list[dict]) -> ray.data.Dataset:
+    """Write one model's complete shard (replacing a partial one); returns the executed dataset, whose
+    ``get_stats_summary()`` says where the time went."""
     storage.delete(shard_folder(spec.model_id))
-    dataset = ray.data.from_items(photos, override_num_blocks=max(1, math.ceil(len(photos) / settings.batch_size)))
-    rows = dataset.map_batches(
-        SuperResolver, fn_constructor_args=(storage.uri, grid, spec.model_id), batch_format="pyarrow",
-        batch_size=settings.batch_size, num_cpus=settings.actor.cpus, num_gpus=settings.actor.gpus or None,
-        compute=ray.data.ActorPoolStrategy(size=min(actor_pool_size(grid), len(photos))))
+    rows = superresolution_rows(spec, grid, storage.uri, photos)
     rows.write_parquet(storage.path(shard_folder(spec.model_id)), filesystem=storage.fs,
-                       min_rows_per_file=settings.rows_per_file)
-    return mark_complete(storage, ModelInfo.of_spec(spec), len(photos), settings.precision)
+                       min_rows_per_file=grid.superres.rows_per_file, ray_remote_args={"num_cpus": WRITE_CPUS})
+    mark_complete(storage, ModelInfo.of_spec(spec), len(photos), grid.superres.precision)
+    return rows
 
 
 def superresolve_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=print) -> dict[str, str]:
@@ -95,13 +121,13 @@ def superresolve_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, l
             if status.state == "partial":
                 log(f"superresolve: {spec.model_id}: removing a partial shard")
             try:
-                rows = superresolve_model(spec, grid, storage, photos)
+                superresolve_model(spec, grid, storage, photos)
             except Exception as error:  # one model's failure must not stop the others
                 states[spec.model_id] = f"failed: {error}"
                 log(f"superresolve: model {number}/{len(specs)} {spec.model_id}: failed: {error}")
                 continue
             states[spec.model_id] = "complete"
-            log(f"superresolve: model {number}/{len(specs)} {spec.model_id}: {rows} images")
+            log(f"superresolve: model {number}/{len(specs)} {spec.model_id}: {len(photos)} images")
     done = sum(state == "complete" for state in states.values())
     untrained = sum(state == "not trained" for state in states.values())
     log(f"superresolve: {done} of {len(specs)} shards complete in {storage.uri_of('sr')}"

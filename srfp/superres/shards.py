@@ -2,7 +2,7 @@
 
 ``<root>/sr/model_id=<id>/part-*.parquet`` holds one row per photo (the columns of :data:`SCHEMA`);
 ``<root>/sr/model_id=<id>/_SUCCESS`` is written last and records the row count, the model's
-hyperparameters and the precision the images were made in. A folder without the
+hyperparameters, the precision the images were made in and the PNG compression level. A folder without the
 marker is partial: it is deleted and redone, so the finished dataset has exactly one row per
 (model, photo), no duplicates and no partial shards.
 """
@@ -27,6 +27,11 @@ SCHEMA = pa.schema([
     ("width", pa.int32()), ("psnr", pa.float64()),
 ])
 MARKER = "_SUCCESS"
+#: zlib level of the stored PNGs. Lossless at any level, so no pixel depends on it, but Table 5's PNG bits
+#: per pixel do, so each shard's marker records it. Measured on 960 px images (bench/png_levels.py, README),
+#: level 4 encodes in about half the time of level 6 (Pillow's default) for 1.5-3.2% more bytes and the
+#: same decode time; levels 1 to 3, faster still, cost 3-13% more bytes.
+PNG_LEVEL = 4
 #: The precision recorded for images made outside srfp (ingested): whoever made them did not say.
 UNKNOWN_PRECISION = "unknown"
 
@@ -62,7 +67,7 @@ def make_row(model: ModelInfo, photo: dict, hr: np.ndarray, sr: np.ndarray) -> d
                          f"{sr.shape[1]}x{sr.shape[0]}, expected {hr.shape[1]}x{hr.shape[0]}")
     return {"model_id": model.model_id, "source": model.source, "arch": model.arch, "dataset": model.dataset,
             "scale": model.scale, "loss": model.loss, "seed": model.seed, "image_id": photo["image_id"],
-            "tag": photo["tag"], "split": photo["split"], "png": encode_png(sr), "height": sr.shape[0],
+            "tag": photo["tag"], "split": photo["split"], "png": encode_png(sr, PNG_LEVEL), "height": sr.shape[0],
             "width": sr.shape[1], "psnr": psnr_y(hr, sr, border=model.scale)}
 
 
@@ -86,14 +91,15 @@ def mark_complete(storage: Storage, model: ModelInfo, expected_rows: int, precis
     """Check the shard has exactly one row per expected photo, then write its marker; returns the row count.
 
     The marker also records the model's hyperparameters, so later stages list models without reading images,
-    and the ``precision`` the images were made in (``float32``, ``bfloat16``, or ``unknown``)."""
+    the ``precision`` the images were made in (``float32``, ``bfloat16``, or ``unknown``) and :data:`PNG_LEVEL`."""
     folder = shard_folder(model.model_id)
     table = read_shard(storage, model.model_id, columns=["image_id"])
     ids = table.column("image_id").to_pylist()
     if len(ids) != expected_rows or len(set(ids)) != len(ids):
         raise RuntimeError(f"{storage.uri_of(folder)}: {len(ids)} rows ({len(set(ids))} distinct photos), "
                            f"expected {expected_rows}; the shard is left unmarked and will be redone")
-    storage.write_text(f"{folder}/{MARKER}", json.dumps({"rows": len(ids), "model": asdict(model), "precision": precision}))
+    storage.write_text(f"{folder}/{MARKER}", json.dumps({"rows": len(ids), "model": asdict(model), "precision": precision,
+                                                         "png_level": PNG_LEVEL}))
     return len(ids)
 
 

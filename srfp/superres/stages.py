@@ -1,0 +1,44 @@
+"""The CPU stages of the super-resolution pipeline (see :mod:`srfp.superres.pipeline`), free of torch.
+
+Stage 1 reads photos and makes their (HR, LR) pairs, stage 3 turns super-resolved images into dataset
+rows; stage 2, the model, is the pipeline's actor. Between stages the images travel as ``.npy`` bytes.
+Nothing here imports torch, so the Ray workers running these tasks start in about a second rather than
+the several seconds torch takes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+
+from srfp.images import downscale
+from srfp.photos import read_photo
+from srfp.storage import Storage
+from srfp.superres.shards import SCHEMA, ModelInfo, make_row
+
+
+def pack_image(image: np.ndarray) -> bytes:
+    """An image as ``.npy`` bytes (its shape and dtype included): the form images take between stages."""
+    buffer = io.BytesIO()
+    np.save(buffer, image, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def unpack_image(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def read_pairs(batch: pa.Table, root: str, scale: int) -> pa.Table:
+    """Stage 1: the batch's photos with their HR (cropped to a multiple of the scale) and LR images."""
+    storage = Storage(root)
+    pairs = [downscale(read_photo(storage, image_id), scale) for image_id in batch.column("image_id").to_pylist()]
+    return (batch.append_column("hr", pa.array([pack_image(hr) for hr, _ in pairs], pa.binary()))
+            .append_column("lr", pa.array([pack_image(lr) for _, lr in pairs], pa.binary())))
+
+
+def encode_rows(batch: pa.Table, model: ModelInfo) -> pa.Table:
+    """Stage 3: each super-resolved image's dataset row (lossless PNG, Y-PSNR against its HR image)."""
+    rows = [make_row(model, photo, unpack_image(photo["hr"]), unpack_image(photo["sr"])) for photo in batch.to_pylist()]
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
