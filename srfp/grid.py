@@ -9,6 +9,7 @@ import time
 from srfp.calibration import load_calibration
 from srfp.download import DATASETS, download
 from srfp.errors import UserError
+from srfp.flickr import REDISTRIBUTABLE, FlickrError
 from srfp.gridspec import load_grid
 from srfp.photos import build_photos
 from srfp.plan import Plan
@@ -29,6 +30,24 @@ def cmd_plan(args) -> None:
 def cmd_photos(args) -> None:
     grid = load_grid(args.grid)
     build_photos(grid.photos, _root(args, grid))
+
+
+def cmd_photos_collect(args) -> None:
+    from srfp.collect import collect
+    from srfp.flickr import FlickrClient, api_key
+
+    client = FlickrClient(api_key(args.api_key_file))
+    dest = Storage(args.dest)
+    collect(client, args.tags.split(","), args.per_tag, dest, _licence_ids(args.licenses), args.min_megapixels)
+    print(f"photos collected in {dest.uri}, credited in {dest.uri_of('sources.csv')}; set photos.source to "
+          f"{dest.uri} in the grid file")
+
+
+def _licence_ids(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise FlickrError(f"--licenses {text!r}: expected Flickr licence ids, comma-separated, e.g. 4,5,9,10") from None
 
 
 def cmd_train(args) -> None:
@@ -169,7 +188,22 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--calibration", default=None, metavar="FILE",
                       help="training speeds measured by bench/train_throughput.py --json FILE: the training cost "
                            "becomes measured GPU-hours instead of the grid's estimate")
-    command("photos", cmd_photos, "build the photo set (Flickr1K) every model super-resolves", root=True, only=False)
+    photos = command("photos", cmd_photos, "build the photo set (Flickr1K) every model super-resolves", root=True,
+                     only=False)
+    photos_commands = photos.add_subparsers(dest="photos_command", metavar="ACTION")
+    gather = photos_commands.add_parser("collect", help="collect a photo source from Flickr, one folder per tag",
+                                        description="collect a photo source from Flickr, one folder per tag, with "
+                                                    "sources.csv crediting every photo")
+    gather.set_defaults(function=cmd_photos_collect)
+    gather.add_argument("--tags", required=True, help="Flickr tags, comma-separated, e.g. city,food,landscape")
+    gather.add_argument("--per-tag", required=True, type=int, metavar="N", help="photos to keep per tag")
+    gather.add_argument("--dest", required=True, help="folder to collect into, or s3://bucket/prefix")
+    gather.add_argument("--licenses", default=",".join(map(str, REDISTRIBUTABLE)), metavar="IDS",
+                        help="Flickr licence ids to keep, comma-separated (default: %(default)s: CC BY 2.0, "
+                             "CC BY-SA 2.0, CC0, Public Domain Mark)")
+    gather.add_argument("--min-megapixels", type=float, default=2.0, help="smallest photo kept (default: 2)")
+    gather.add_argument("--api-key-file", default=None, metavar="FILE",
+                        help="file holding the Flickr API key (default: $FLICKR_API_KEY)")
     train = command("train", cmd_train, "train every model of the grid as Ray Tune trials, skipping finished ones",
                     root=True, ray=True)
     train.add_argument("--resume", action="store_true",
