@@ -117,7 +117,7 @@ class Collector:
 
     def tag(self, tag: str, per_tag: int, page_size: int) -> TagReport:
         report = TagReport(tag, per_tag)
-        page, pages = 1, 1
+        page, pages, seen = 1, 1, set()
         while report.kept < per_tag and page <= pages:
             result = self.client.search(tag, self.licenses, page, page_size)
             report.pages += 1
@@ -126,6 +126,9 @@ class Collector:
             for photo in result.photos:
                 if report.kept == per_tag:
                     break
+                if photo.id in seen:  # results shift when photos are uploaded between two pages' calls
+                    continue
+                seen.add(photo.id)
                 outcome = self.take(photo, tag)
                 setattr(report, outcome, getattr(report, outcome) + 1)
         return report

@@ -44,6 +44,7 @@ class Catalogue:
         self.corrupt = set()
         self.downloads_left = None  # after this many photo downloads, every one fails with 500
         self.log = []  # (path, query, status)
+        self.after_first_search = None  # called once the first search is answered
 
     def add(self, photo_id, tags, license, size=(1700, 1200), title="a photo", seed=0):
         self.photos[photo_id] = {"tags": tags, "license": license, "size": size, "title": title}
@@ -79,6 +80,9 @@ def answer(catalogue: Catalogue, base: str, query: dict) -> dict:
         pages = max(1, -(-len(found) // per_page))
         page = min(page, pages)  # Flickr answers a page past the end with the last one
         listed = [search_entry(base, k, p) for k, p in found[(page - 1) * per_page: page * per_page]]
+        if catalogue.after_first_search:
+            catalogue.after_first_search()
+            catalogue.after_first_search = None
         return {"photos": {"page": page, "pages": pages, "perpage": per_page, "total": len(found), "photo": listed},
                 "stat": "ok"}
     return {"stat": "fail", "code": 112, "message": f"Method \"{query['method']}\" not found"}
@@ -190,6 +194,21 @@ def test_collects_the_largest_size_per_tag_once_with_sources(flickr, tmp_path):
         "food: 2 of 3 photos (2 downloaded, 0 already there); only 2 found; skipped 0 under 2 MP, 0 corrupt, "
         "1 kept under another tag, 0 unavailable; 2 pages read"]
     assert [r.kept for r in reports] == [3, 2]
+
+
+def test_a_photo_shifted_onto_the_next_page_counts_once(flickr, tmp_path):
+    for number in range(1, 5):
+        flickr.add(f"400{number}", ["snow"], 4, seed=number)
+
+    def upload_a_newer_photo():  # most relevant: it comes first, and pushes the others down by one
+        flickr.photos = {"4000": {**flickr.photos["4001"], "title": "new"}, **flickr.photos}
+        flickr.files["/photos/4000_o.jpg"] = flickr.files["/photos/4001_o.jpg"]
+
+    flickr.after_first_search = upload_a_newer_photo
+    reports = collect(client_for(flickr, []), ["snow"], 4, Storage(tmp_path), page_size=2, log=lambda line: None)
+
+    assert sorted(p.name for p in tmp_path.rglob("*.jpg")) == ["4001.jpg", "4002.jpg", "4003.jpg", "4004.jpg"]
+    assert reports[0].kept == 4 and reports[0].pages == 3
 
 
 def test_an_interrupted_run_resumes_without_downloading_twice(flickr, tmp_path):
