@@ -17,8 +17,11 @@ from srfp.spec import TARGETS
 from srfp.storage import Storage
 
 
-def _root(args, grid) -> Storage:
-    return Storage(args.root or f"srfp-runs/{grid.name}")
+def _root(args, grid, writable: bool = True) -> Storage:
+    """The run's storage root, checked before any work: readable, and writable unless the command only reads."""
+    storage = Storage(args.root or f"srfp-runs/{grid.name}")
+    storage.check(writable)
+    return storage
 
 
 def cmd_plan(args) -> None:
@@ -135,7 +138,7 @@ def cmd_status(args) -> None:
     from srfp.status import render_status
 
     grid = load_grid(args.grid)
-    print(render_status(Plan.of(grid, args.only), _root(args, grid)))
+    print(render_status(Plan.of(grid, args.only), _root(args, grid, writable=False)))
 
 
 def cmd_data(args) -> None:

@@ -93,25 +93,25 @@ def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoRepo
                 log(f"skipped {source.uri_of(path)}: another photo already has the id {image_id}")
                 continue
             target = photo_path(image_id)
-            try:
+            try:  # only the source photo can be bad: errors of the root stop the build
                 original = decode_image(source.read_bytes(path), source.uri_of(path))
-                megapixels = original.shape[0] * original.shape[1] / 1e6
-                if megapixels < settings.min_megapixels:
-                    report.skipped.append((source.uri_of(path), f"{megapixels:.2f} MP < {settings.min_megapixels} MP"))
-                    log(f"skipped {source.uri_of(path)}: {megapixels:.2f} MP < {settings.min_megapixels} MP")
-                    continue
-                if root.is_file(target):
-                    height, width = decode_image(root.read_bytes(target), root.uri_of(target)).shape[:2]
-                    report.reused += 1
-                else:
-                    photo = fit_long_side(original, settings.long_side)
-                    root.write_bytes(target, encode_png(photo))
-                    height, width = photo.shape[:2]
-                    report.kept += 1
             except (ImageDecodeError, OSError) as error:
                 report.skipped.append((source.uri_of(path), str(error)))
                 log(f"skipped {source.uri_of(path)}: {error}")
                 continue
+            megapixels = original.shape[0] * original.shape[1] / 1e6
+            if megapixels < settings.min_megapixels:
+                report.skipped.append((source.uri_of(path), f"{megapixels:.2f} MP < {settings.min_megapixels} MP"))
+                log(f"skipped {source.uri_of(path)}: {megapixels:.2f} MP < {settings.min_megapixels} MP")
+                continue
+            if root.is_file(target):
+                height, width = decode_image(root.read_bytes(target), root.uri_of(target)).shape[:2]
+                report.reused += 1
+            else:
+                photo = fit_long_side(original, settings.long_side)
+                root.write_bytes(target, encode_png(photo))
+                height, width = photo.shape[:2]
+                report.kept += 1
             seen.add(image_id)
             rows.append({"image_id": image_id, "tag": tag, "source": path, "height": height, "width": width,
                          "megapixels_original": round(megapixels, 3)})

@@ -65,6 +65,24 @@ def node_cache(name: str) -> Path:
     return Path(os.environ.get("SRFP_CACHE", Path.home() / ".cache" / "srfp")) / name
 
 
+#: Words in the AWS SDK's error messages, and what they mean for the user.
+_S3_CAUSES = (
+    (("ACCESS_DENIED", "AccessDenied", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId", "SIGNATURE_DOES_NOT_MATCH",
+      "SignatureDoesNotMatch", "credentials", "403"),
+     "access denied. Check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance "
+     "profile) and AWS_ENDPOINT_URL for an S3-compatible server"),
+    (("NO_SUCH_BUCKET", "NoSuchBucket"), "the bucket does not exist at {endpoint}; create it, or check the name "
+                                         "and AWS_ENDPOINT_URL"),
+    (("NETWORK_CONNECTION", "curlCode"), "cannot reach the S3 endpoint {endpoint}; check AWS_ENDPOINT_URL and the "
+                                         "network"),
+)
+
+
+def _local_cause(error: OSError) -> str | None:
+    """The operating system's words for a local error (pyarrow's messages repeat the path around them)."""
+    return os.strerror(error.errno) if error.errno else error.strerror
+
+
 class Storage:
     """Files under a root URI. Paths given to its methods are relative, with ``/`` separators."""
 
@@ -77,7 +95,8 @@ class Storage:
             if "@" in parsed.netloc:
                 raise StorageError("an s3:// root must not hold credentials; use the AWS environment variables, "
                                    "AWS_PROFILE or an instance profile")
-            self.fs = S3Settings.from_env().filesystem()
+            settings = S3Settings.from_env()
+            self.fs, self.endpoint = settings.filesystem(), settings.endpoint
             require_credentials(self.uri)
             self.base = posixpath.join(parsed.netloc, parsed.path.strip("/")).rstrip("/")
         else:
@@ -85,7 +104,7 @@ class Storage:
                 raise StorageError(f"{self.uri!r}: unsupported storage; use a local folder or s3://bucket/prefix")
             local = Path(self.uri).expanduser().resolve()
             self.uri = local.as_posix()  # absolute: Ray workers run in other working directories
-            self.fs = pafs.LocalFileSystem()
+            self.fs, self.endpoint = pafs.LocalFileSystem(), None
             self.base = self.uri
 
     def __repr__(self) -> str:
@@ -108,15 +127,51 @@ class Storage:
         try:
             return function(*args)
         except OSError as error:
-            message = str(error)
-            denied = ("ACCESS_DENIED", "AccessDenied", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId",
-                      "SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch", "credentials", "403")
-            if self.remote and any(word in message for word in denied):
-                raise StorageError(
-                    f"cannot {action} {self.uri_of(relative)}: access denied. Check the AWS credentials "
-                    "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance profile) "
-                    "and AWS_ENDPOINT_URL for an S3-compatible server") from None
+            cause = self._s3_cause(error) if self.remote else None
+            if cause:
+                raise StorageError(f"cannot {action} {self.uri_of(relative)}: {cause}") from None
             raise
+
+    def _s3_cause(self, error: OSError) -> str | None:
+        """What an S3 error means for the user, for the faults they can fix; None for the others."""
+        message = str(error)
+        for words, cause in _S3_CAUSES:
+            if any(word in message for word in words):
+                return cause.format(endpoint=self.endpoint or "AWS's endpoint")
+        return None
+
+    def check(self, writable: bool = True) -> None:
+        """Fail before any work, with one error naming the root and the cause, when the root cannot be read
+        (or, ``writable``, written): a file in its place, a read-only folder, a missing bucket, an S3 endpoint
+        that does not answer. Writing is shown by writing and deleting a small probe file at the root (its
+        name holds ``.tmp-``, so listings skip it even if a killed run leaves it behind)."""
+        self._checked("read", self._read_root)
+        if writable:
+            self._checked("write", self._write_probe)
+
+    def _checked(self, action: str, function) -> None:
+        try:
+            function()
+        except OSError as error:
+            cause = self._s3_cause(error) if self.remote else _local_cause(error)
+            raise StorageError(f"cannot {action} the storage root {self.uri}: {cause or error}") from None
+
+    def _read_root(self) -> None:
+        if self.remote:
+            bucket = self.base.split("/", 1)[0]
+            if self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:  # HeadBucket says so, not an error
+                raise FileNotFoundError(f"NoSuchBucket: {bucket}")
+        elif self.fs.get_file_info(self.base).type == pafs.FileType.File:
+            raise StorageError(f"cannot read the storage root {self.uri}: it is a file, not a folder")
+        self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
+
+    def _write_probe(self) -> None:
+        probe = self.path(f".write-probe.tmp-{uuid.uuid4().hex}")
+        if not self.remote:
+            self.fs.create_dir(self.base, recursive=True)
+        with self.fs.open_output_stream(probe) as stream:
+            stream.write(b"srfp")
+        self.fs.delete_file(probe)
 
     def exists(self, relative: str) -> bool:
         info = self._call("read", relative, self.fs.get_file_info, self.path(relative))
