@@ -26,7 +26,7 @@ from srfp.spec import SISRSpec
 from srfp.status import render_status
 from srfp.storage import Storage
 from srfp.superres.core import superresolve, superresolve_photo
-from srfp.superres.pipeline import SuperResolver, actor_pool, superresolve_grid, superresolve_model
+from srfp.superres.pipeline import SuperResolver, actor_pool, cpu_task_cpus, superresolve_grid, superresolve_model
 from srfp.superres.shards import MARKER, PNG_LEVEL, SCHEMA, ModelInfo, make_row, read_shard, shard_folder, shard_status
 from srfp.superres.stages import encode_rows, read_pairs
 
@@ -156,6 +156,16 @@ def test_the_actor_pool_starts_with_what_the_cluster_fits_and_grows_to_its_limit
     monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
     pool = actor_pool(SuperresSettings(actor=actor, actors=actors), batches)
     assert (pool.min_size, pool.max_size) == sizes
+
+
+@pytest.mark.parametrize("actor, task_cpus", [
+    (Resources(cpus=0.5, gpus=0), 0.5),  # two such actors on two 1-CPU nodes leave half a CPU on each
+    (Resources(cpus=0.25, gpus=0), 0.25),
+    (Resources(cpus=2, gpus=0.5), 1.0),
+    (Resources(cpus=1, gpus=0), 1.0),
+])
+def test_a_cpu_stage_task_fits_wherever_another_actor_would(actor, task_cpus):
+    assert cpu_task_cpus(SuperresSettings(actor=actor)) == task_cpus
 
 
 def test_a_rerun_rewrites_nothing_and_a_partial_shard_is_redone_exactly(ray_local, root, grid):

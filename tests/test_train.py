@@ -176,7 +176,7 @@ def test_an_adversarial_model_resumed_on_either_side_of_the_switch_ends_exactly_
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("betas", [0.9], "training.adversarial.betas: [0.9] is not allowed; expected two numbers in [0, 1)"),
     ("lr_milestones", [100, 50], "training.adversarial.lr_milestones: [100, 50] is not allowed; expected increasing"),
-    ("learning_rate", 0, "training.adversarial.learning_rate: 0.0 is not allowed; expected a positive number"),
+    ("learning_rate", 0, "training.adversarial.learning_rate: 0.0 is not allowed; expected a number above 0"),
 ])
 def test_a_bad_adversarial_recipe_setting_names_the_field(tmp_path, name, value, message):
     data = yaml.safe_load(open(load_grid("smoke").source))

@@ -33,10 +33,10 @@ from srfp.superres.core import superresolve
 from srfp.superres.shards import ModelInfo, mark_complete, shard_folder, shard_status
 from srfp.superres.stages import encode_rows, pack_image, read_pairs, unpack_image
 
-#: CPUs of a task that writes Parquet, which mostly waits on storage. Unlike the CPU stages' tasks (one CPU
-#: each), so that Ray Data does not fuse stage 3 into the write: a fused task would encode ``rows_per_file``
-#: photos one after the other.
-WRITE_CPUS = 0.25
+#: A Parquet-writing task's CPUs, as a share of a CPU stage task's (it mostly waits on storage). Unlike the
+#: CPU stages' tasks, so that Ray Data does not fuse stage 3 into the write: a fused task would encode
+#: ``rows_per_file`` photos one after the other.
+WRITE_SHARE = 0.25
 
 
 class SuperresolveFailed(UserError):
@@ -65,6 +65,16 @@ class SuperResolver:
         return batch.drop_columns(["lr"]).append_column("sr", pa.array(sr, pa.binary()))
 
 
+def cpu_task_cpus(settings: SuperresSettings) -> float:
+    """The CPUs of each CPU-stage task: one, or an actor's share where that is a fraction of one CPU.
+
+    Actors with a fraction of a CPU can leave every node less than one free CPU (two 0.5-CPU actors on two
+    1-CPU nodes leave 0.5 on each), and 1-CPU tasks would then wait for ever; a task no larger than an
+    actor fits wherever another actor would.
+    """
+    return settings.actor.cpus if 0 < settings.actor.cpus < 1 else 1.0
+
+
 def actors_that_fit(settings: SuperresSettings) -> int:
     """How many model actors the cluster holds now, beside one CPU for the CPU stages' tasks (at least one)."""
     total = ray.cluster_resources()
@@ -86,11 +96,12 @@ def superresolution_rows(spec: SISRSpec, grid: GridSpec, root: str, photos: list
     settings = grid.superres
     batches = math.ceil(len(photos) / settings.batch_size)
     each_batch = {"batch_size": settings.batch_size, "batch_format": "pyarrow"}
+    cpu_task = {"num_cpus": cpu_task_cpus(settings), **each_batch}
     return (ray.data.from_items(photos, override_num_blocks=batches)
-            .map_batches(read_pairs, fn_kwargs={"root": root, "scale": spec.scale}, **each_batch)
+            .map_batches(read_pairs, fn_kwargs={"root": root, "scale": spec.scale}, **cpu_task)
             .map_batches(SuperResolver, fn_constructor_args=(root, grid, spec.model_id), num_cpus=settings.actor.cpus,
                          num_gpus=settings.actor.gpus or None, compute=actor_pool(settings, batches), **each_batch)
-            .map_batches(encode_rows, fn_kwargs={"model": ModelInfo.of_spec(spec)}, **each_batch))
+            .map_batches(encode_rows, fn_kwargs={"model": ModelInfo.of_spec(spec)}, **cpu_task))
 
 
 def superresolve_model(spec: SISRSpec, grid: GridSpec, storage: Storage, photos: list[dict]) -> ray.data.Dataset:
@@ -98,8 +109,9 @@ def superresolve_model(spec: SISRSpec, grid: GridSpec, storage: Storage, photos:
     ``get_stats_summary()`` says where the time went."""
     storage.delete(shard_folder(spec.model_id))
     rows = superresolution_rows(spec, grid, storage.uri, photos)
+    write_cpus = WRITE_SHARE * cpu_task_cpus(grid.superres)
     rows.write_parquet(storage.path(shard_folder(spec.model_id)), filesystem=storage.fs,
-                       min_rows_per_file=grid.superres.rows_per_file, ray_remote_args={"num_cpus": WRITE_CPUS})
+                       min_rows_per_file=grid.superres.rows_per_file, ray_remote_args={"num_cpus": write_cpus})
     mark_complete(storage, ModelInfo.of_spec(spec), len(photos), grid.superres.precision)
     return rows
 
