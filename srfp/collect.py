@@ -5,7 +5,9 @@ For each tag, photos.search is read page by page, most relevant first, for photo
 at least ``min_megapixels``, and that file downloads and decodes with that many pixels. It is stored as
 ``<dest>/<tag>/<photo id>.<ext>``: one subfolder per tag, the source ``photos`` reads. A photo found under
 two tags is kept once, under the first. ``<dest>/sources.csv`` credits every stored photo (owner, title,
-licence, page URL, size); it is rewritten after each tag, and when a run stops.
+licence, page URL, size); it is rewritten after each tag, and when a run stops. ``<dest>/.srfp-collected``,
+written last, records the request a collection finished, so that ``photos`` with ``photos.collect`` in the
+grid file skips a collection already done.
 
 A rerun resumes: a photo already stored that decodes counts as kept and is not downloaded again. Files
 are written whole or not at all (storage writes are atomic), so an interrupted download leaves nothing.
@@ -15,18 +17,19 @@ from __future__ import annotations
 
 import csv
 import io
-import re
+import json
 from dataclasses import dataclass
 
 from srfp.datasets import image_files
-from srfp.flickr import REDISTRIBUTABLE, FlickrClient, FlickrError, HttpStatusError, License, Photo
+from srfp.flickr import REDISTRIBUTABLE, FlickrClient, FlickrError, HttpStatusError, License, Photo, api_key, tags_problem
+from srfp.gridspec import PhotoSettings
 from srfp.images import ImageDecodeError, decode_image
 from srfp.storage import Storage
 
 SOURCES = "sources.csv"
+COLLECTED = ".srfp-collected"  # the request of a collection that finished, as JSON
 COLUMNS = ("photo_id", "tag", "file", "owner", "owner_name", "title", "license", "license_name", "license_url",
            "page_url", "width", "height")
-TAG = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass
@@ -55,11 +58,9 @@ class TagReport:
 
 
 def check_tags(tags: list[str], per_tag: int) -> None:
-    if not tags or not all(TAG.fullmatch(tag) for tag in tags):
-        raise FlickrError(f"--tags {','.join(tags)!r}: give one or more tags of letters, digits, _ and -, "
-                          "separated by commas")
-    if len(set(tags)) != len(tags):
-        raise FlickrError(f"--tags {','.join(tags)}: a tag is named twice")
+    problem = tags_problem(tags)
+    if problem:
+        raise FlickrError(f"--tags {','.join(tags)!r}: {problem}, separated by commas")
     if per_tag < 1:
         raise FlickrError(f"--per-tag {per_tag}: expected 1 or more")
 
@@ -171,4 +172,21 @@ def collect(client: FlickrClient, tags: list[str], per_tag: int, dest: Storage,
         finally:
             write_sources(dest, collector.rows)
         log(reports[-1].line(min_megapixels))
+    dest.write_text(COLLECTED, _request(tags, per_tag, licenses, min_megapixels))
     return reports
+
+
+def _request(tags: list[str], per_tag: int, licenses: tuple[int, ...], min_megapixels: float) -> str:
+    return json.dumps({"tags": tags, "per_tag": per_tag, "licenses": list(licenses), "min_megapixels": min_megapixels})
+
+
+def collect_source(settings: PhotoSettings, log=print) -> None:
+    """Fill ``settings.source`` as ``settings.collect`` asks, unless a collection finished there with the same
+    request (a rerun of ``run`` needs neither the key nor the network then)."""
+    request, dest = settings.collect, Storage(settings.source)
+    asked = _request(request.tags, request.per_tag, tuple(request.licenses), settings.min_megapixels)
+    if dest.is_file(COLLECTED) and dest.read_text(COLLECTED) == asked:
+        log(f"photos collect: done before in {dest.uri}")
+        return
+    collect(FlickrClient(api_key()), request.tags, request.per_tag, dest, tuple(request.licenses),
+            settings.min_megapixels, log=log)

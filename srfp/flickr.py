@@ -14,6 +14,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -37,6 +38,18 @@ REDISTRIBUTABLE = (4, 5, 9, 10)
 #: Size suffixes whose URL and dimensions photos.search returns as extras (url_o, width_o, ...), largest first:
 #: the original, 2048, 1600 and 1024 px on the long side.
 SIZES = ("o", "k", "h", "l")
+
+
+TAG = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def tags_problem(tags: list[str]) -> str | None:
+    """What is wrong with a list of tags to collect (each also names a folder), or None."""
+    if not tags or not all(TAG.fullmatch(tag) for tag in tags):
+        return "give one or more tags of letters, digits, _ and -"
+    if len(set(tags)) != len(tags):
+        return "a tag is named twice"
+    return None
 
 
 class FlickrError(UserError, RuntimeError):

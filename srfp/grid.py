@@ -32,7 +32,12 @@ def cmd_plan(args) -> None:
 
 def cmd_photos(args) -> None:
     grid = load_grid(args.grid)
-    build_photos(grid.photos, _root(args, grid))
+    root = _root(args, grid)
+    if grid.photos.collect:
+        from srfp.collect import collect_source
+
+        collect_source(grid.photos)
+    build_photos(grid.photos, root)
 
 
 def cmd_photos_collect(args) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from srfp.classify.backbones import BACKBONES
 from srfp.errors import UserError
+from srfp.flickr import REDISTRIBUTABLE, tags_problem
 from srfp.schema import SchemaError, at_least, build, choices, positive
 from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, TARGETS, SISRSpec
 
@@ -89,11 +90,28 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class CollectSettings:
+    """A Flickr collection into ``photos.source`` (as ``photos collect``), which ``photos`` and ``run`` do first."""
+
+    tags: list[str]
+    per_tag: int = at_least(1, default=200)
+    licenses: list[int] = field(default_factory=lambda: list(REDISTRIBUTABLE))
+
+    def __post_init__(self):
+        problem = tags_problem(self.tags)
+        if problem:
+            raise SchemaError(f"photos.collect.tags: {self.tags!r} is not allowed; {problem}")
+        if not self.licenses:
+            raise SchemaError("photos.collect.licenses: [] is not allowed; list Flickr licence ids, e.g. [4, 5, 9, 10]")
+
+
+@dataclass(frozen=True)
 class PhotoSettings:
     """The photos every model super-resolves (the study's Flickr1K).
 
     ``source`` is a folder with one subfolder per tag, or ``bundled`` for the CC0 photos shipped with srfp.
-    ``split`` gives the share of photos in each of train/val/test (counts or weights).
+    ``split`` gives the share of photos in each of train/val/test (counts or weights). With ``collect``,
+    ``source`` is first filled from Flickr.
     """
 
     source: str = "bundled"
@@ -102,8 +120,12 @@ class PhotoSettings:
     long_side: int = at_least(8, default=960)
     split: dict[str, int] = field(default_factory=lambda: {"train": 800, "val": 100, "test": 100})
     seed: int = 0
+    collect: CollectSettings | None = None
 
     def __post_init__(self):
+        if self.collect and (self.source == "bundled" or self.source.startswith("bundled:")):
+            raise SchemaError(f"photos.source: {self.source!r} is not allowed with photos.collect; expected the folder "
+                              "or s3:// prefix to collect into")
         if set(self.split) != {"train", "val", "test"}:
             raise SchemaError(f"photos.split: keys {sorted(self.split)} are not allowed; expected exactly train, val, test")
         if any(v < 0 for v in self.split.values()) or sum(self.split.values()) == 0:

@@ -58,6 +58,9 @@ def convert(tp, value, where: str):
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
+        nested = [option for option in typing.get_args(tp) if dataclasses.is_dataclass(option)]
+        if isinstance(value, dict) and len(nested) == 1:  # settings or null, given settings: name their bad field
+            return build(nested[0], value, where)
         for option in typing.get_args(tp):
             try:
                 return convert(option, value, where)

@@ -287,3 +287,49 @@ def test_api_calls_are_spaced_for_3600_an_hour_and_retry_after_is_honoured():
     assert slept == [0.75]
     assert retry_after("120") == 120 and retry_after(None) is None
     assert 0 <= retry_after("Thu, 01 Jan 1970 00:00:00 GMT") == 0
+
+
+def _grid_with(tmp_path, photos: dict):
+    import yaml
+
+    from srfp.gridspec import resolve_grid_path
+
+    grid = yaml.safe_load(resolve_grid_path("smoke").read_text())
+    grid["photos"].update(photos)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+@pytest.mark.parametrize("photos, message", [
+    ({"collect": {"tags": ["sky/night"]}}, "photos.collect.tags: ['sky/night'] is not allowed; give one or more tags"),
+    ({"collect": {"tags": ["sky", "sky"]}}, "photos.collect.tags: ['sky', 'sky'] is not allowed; a tag is named twice"),
+    ({"collect": {"tags": ["sky"], "per_tag": 0}}, "photos.collect.per_tag: 0 is not allowed; expected at least 1"),
+    ({"collect": {"tags": ["sky"], "licenses": []}}, "photos.collect.licenses: [] is not allowed"),
+    ({"collect": {"tags": ["sky"]}}, "photos.source: 'bundled' is not allowed with photos.collect"),
+])
+def test_the_grid_files_collection_is_checked_at_load(tmp_path, capsys, photos, message):
+    path = _grid_with(tmp_path, photos)
+    assert main(["plan", "--grid", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_photos_starts_from_nothing_but_a_key_when_the_grid_names_a_collection(flickr, tmp_path, monkeypatch):
+    from srfp.photos import read_manifest
+
+    flickr.add("5001", ["sky"], 4, seed=1)
+    flickr.add("5002", ["sky"], 5, seed=2)
+    monkeypatch.setattr(RateLimit, "wait", lambda self: None)  # pacing: tested above
+    monkeypatch.setenv("FLICKR_API_KEY", KEY)
+    source, root = tmp_path / "flickr", tmp_path / "run"
+    path = _grid_with(tmp_path, {"source": str(source), "collect": {"tags": ["sky"], "per_tag": 1},
+                                 "min_megapixels": 2.0, "split": {"train": 1, "val": 0, "test": 0}})
+
+    assert main(["photos", "--grid", str(path), "--root", str(root)]) == 0
+    assert sorted(sources(source)) == ["5001"]
+    assert list(read_manifest(Storage(root))["image_id"]) == ["sky-5001"]
+
+    monkeypatch.delenv("FLICKR_API_KEY")
+    requests = len(flickr.log)
+    assert main(["photos", "--grid", str(path), "--root", str(root)]) == 0  # done: no key, no call needed
+    assert len(flickr.log) == requests
