@@ -14,7 +14,7 @@ from srfp.gridspec import load_grid
 from srfp.photos import build_photos
 from srfp.plan import Plan
 from srfp.spec import TARGETS
-from srfp.storage import Storage
+from srfp.storage import Storage, credentials_out_of_environment
 
 
 def _root(args, grid, writable: bool = True) -> Storage:
@@ -258,7 +258,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.function(args)
+        with credentials_out_of_environment():  # out of every Ray log
+            args.function(args)
     except UserError as error:  # the user's to fix: one line, exit status 2, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2

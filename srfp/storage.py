@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -53,6 +55,44 @@ def require_credentials(uri: str) -> None:
     if boto3.Session().get_credentials() is None:
         raise StorageError(f"{uri}: no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                            "or AWS_PROFILE, or run on an instance with an instance profile")
+
+
+#: The AWS credential variables, with their names in a credentials file.
+_CREDENTIAL_VARIABLES = {"AWS_ACCESS_KEY_ID": "aws_access_key_id", "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+                         "AWS_SESSION_TOKEN": "aws_session_token", "AWS_SECURITY_TOKEN": "aws_session_token"}
+
+
+@contextmanager
+def credentials_out_of_environment():
+    """Move AWS credentials given as environment variables, for the duration, into a credentials file that only
+    this user can read (a new temporary folder of mode 0700), named by ``AWS_SHARED_CREDENTIALS_FILE``.
+
+    Ray Tune copies the credential variables into every trial's runtime environment, and Ray's runtime-env
+    agent writes that in plain text into its log, world-readable, on every node. Out of the environment, the
+    credentials reach no Ray log; this process and a local Ray's workers (which inherit the file's name) read
+    them from the file, through the usual credential chain. Workers on other nodes use their node's own
+    credentials (an instance profile). The file is deleted and the variables restored on the way out.
+    """
+    moved = {name: os.environ.pop(name) for name in _CREDENTIAL_VARIABLES if name in os.environ}
+    if not moved:
+        yield
+        return
+    previous_file = os.environ.get("AWS_SHARED_CREDENTIALS_FILE")
+    try:
+        with tempfile.TemporaryDirectory(prefix="srfp-aws-") as folder:
+            path = os.path.join(folder, "credentials")
+            lines = [f"[{os.environ.get('AWS_PROFILE', 'default')}]",
+                     *(f"{_CREDENTIAL_VARIABLES[name]} = {value}" for name, value in moved.items())]
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write("\n".join(lines) + "\n")
+            os.environ["AWS_SHARED_CREDENTIALS_FILE"] = path
+            yield
+    finally:
+        os.environ.update(moved)
+        if previous_file is None:
+            os.environ.pop("AWS_SHARED_CREDENTIALS_FILE", None)
+        else:
+            os.environ["AWS_SHARED_CREDENTIALS_FILE"] = previous_file
 
 
 def is_remote(uri: str) -> bool:
