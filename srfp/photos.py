@@ -5,7 +5,8 @@ skipping unreadable files and those under ``min_megapixels``, until ``per_tag`` 
 unset). Each kept photo is shrunk to ``long_side`` pixels on its longer side with the MATLAB bicubic and
 stored as ``<root>/photos/<image_id>.png``. Photos are split train/val/test by photo,
 stratified by tag so every split gets its share of each tag. ``<root>/photos/manifest.parquet`` is written
-last; a rerun reuses the photos already stored.
+last; a rerun reuses the photos already stored. When the source is a Flickr collection (``photos collect``),
+the manifest carries each photo's owner, licence and page from its ``sources.csv``.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from srfp.collect import read_sources
 from srfp.datasets import DatasetError, image_files, resolve_source
 from srfp.gridspec import PhotoSettings
 from srfp.images import ImageDecodeError, decode_image, encode_png, fit_long_side
 from srfp.storage import Storage
 
 SPLITS = ("train", "val", "test")
+#: Each photo's credit, from a collected source's sources.csv; null for the photos it does not list.
+CREDIT_COLUMNS = ("owner_name", "license", "license_url", "page_url")
 MANIFEST = "photos/manifest.parquet"
 
 
@@ -75,9 +79,17 @@ def stratified_counts(tag_sizes: dict[str, int], shares: dict[str, int]) -> dict
     return {t: {s: cells[t, s] for s in SPLITS} for t in tag_sizes}
 
 
+def photo_credits(source: Storage) -> dict[str, dict]:
+    """The credit columns of each photo file a source's sources.csv lists (none without one)."""
+    return {row["file"]: {"owner_name": row["owner_name"], "license": row["license_name"],
+                          "license_url": row["license_url"], "page_url": row["page_url"]}
+            for row in read_sources(source).values()}
+
+
 def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoReport:
     """Build ``<root>/photos`` from ``settings.source``; returns what was kept and skipped."""
     source = resolve_source(settings.source)
+    credits = photo_credits(source)
     tags = [d.rsplit("/", 1)[-1] for d in source.list_dirs()]
     if not tags:
         raise DatasetError(f"{settings.source}: no tag subfolders; the photo source needs one subfolder per tag")
@@ -114,7 +126,7 @@ def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoRepo
                 report.kept += 1
             seen.add(image_id)
             rows.append({"image_id": image_id, "tag": tag, "source": path, "height": height, "width": width,
-                         "megapixels_original": round(megapixels, 3)})
+                         "megapixels_original": round(megapixels, 3), **credits.get(path, dict.fromkeys(CREDIT_COLUMNS))})
             log(f"photo {sum(map(len, kept.values())) + len(rows)}: {image_id} ({height}x{width})")
         if settings.per_tag is not None and len(rows) < settings.per_tag:
             log(f"warning: tag {tag} has only {len(rows)} usable photos of the {settings.per_tag} asked for")
@@ -125,7 +137,8 @@ def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoRepo
         for row, split in zip(rows, splits):
             row["split"] = split
     manifest = pd.DataFrame([row for rows in kept.values() for row in rows],
-                            columns=["image_id", "tag", "source", "height", "width", "megapixels_original", "split"])
+                            columns=["image_id", "tag", "source", "height", "width", "megapixels_original", "split",
+                                     *CREDIT_COLUMNS])
     counts = manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     table = pa.Table.from_pandas(manifest, preserve_index=False).replace_schema_metadata(
         {"srfp.photo_settings": json.dumps(asdict(settings))})

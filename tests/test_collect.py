@@ -327,9 +327,28 @@ def test_photos_starts_from_nothing_but_a_key_when_the_grid_names_a_collection(f
 
     assert main(["photos", "--grid", str(path), "--root", str(root)]) == 0
     assert sorted(sources(source)) == ["5001"]
-    assert list(read_manifest(Storage(root))["image_id"]) == ["sky-5001"]
+    manifest = read_manifest(Storage(root))
+    assert list(manifest["image_id"]) == ["sky-5001"]
+    assert manifest[["owner_name", "license", "license_url", "page_url"]].to_dict("records") == [{
+        "owner_name": "owner 5001", "license": "Attribution License",
+        "license_url": "https://creativecommons.org/licenses/by/2.0/",
+        "page_url": "https://www.flickr.com/photos/01@N07/5001"}]
 
     monkeypatch.delenv("FLICKR_API_KEY")
     requests = len(flickr.log)
     assert main(["photos", "--grid", str(path), "--root", str(root)]) == 0  # done: no key, no call needed
     assert len(flickr.log) == requests
+
+
+def test_the_report_credits_a_collected_photo_set():
+    import pandas as pd
+
+    from srfp.analysis.report import dataset_statistics
+
+    manifest = pd.DataFrame({"license": ["Attribution License", "Attribution License", "Public Domain Mark", None]})
+    lines = dataset_statistics(pd.DataFrame(), manifest).lines
+    assert lines[0].startswith("The 4 photos come from Flickr (2 under Attribution License, 1 under Public Domain "
+                               "Mark, 1 under no listed source). Each photo's owner, licence and page are in "
+                               "`photos/manifest.parquet`")
+    bundled = pd.DataFrame({"license": [None, None]})
+    assert not any("Flickr" in line for line in dataset_statistics(pd.DataFrame(), bundled).lines)

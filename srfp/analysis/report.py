@@ -22,6 +22,7 @@ from srfp.analysis.perceptual import LPIPS_SPLIT, lpips_of_models
 from srfp.classify.predict import read_predictions
 from srfp.classify.stage import PREDICTIONS, RESULT
 from srfp.gridspec import GridSpec
+from srfp.photos import MANIFEST, read_manifest
 from srfp.pretrained import WeightsUnavailableError
 from srfp.spec import TARGETS
 from srfp.storage import Storage
@@ -97,9 +98,21 @@ def model_quality(storage: Storage, models: list[ModelInfo], log=print) -> Secti
     return section
 
 
-def dataset_statistics(measures: pd.DataFrame) -> Section:
-    """Table 5: images, pixels, PNG bits per pixel and greyscale entropy, by source and scale."""
+def photo_credit(manifest: pd.DataFrame | None) -> list[str]:
+    """Lines crediting a photo set collected from Flickr: its licences, and where each photo's credit is."""
+    if manifest is None or "license" not in manifest or manifest["license"].isna().all():
+        return []
+    licences = manifest["license"].fillna("no listed source").value_counts()
+    listed = ", ".join(f"{count} under {name}" for name, count in licences.items())
+    return [f"The {len(manifest)} photos come from Flickr ({listed}). Each photo's owner, licence and page are in "
+            "`photos/manifest.parquet` (columns owner_name, license, license_url, page_url); credit the photos as "
+            "their licences require wherever they or images made from them are shared.", ""]
+
+
+def dataset_statistics(measures: pd.DataFrame, manifest: pd.DataFrame | None) -> Section:
+    """Table 5: images, pixels, PNG bits per pixel and greyscale entropy, by source and scale; the photos' credit."""
     section = Section("Dataset statistics (Table 5)")
+    section.lines += photo_credit(manifest)
     if measures.empty:
         section.missing("super-resolved photos", "python -m srfp.grid superresolve")
         return section
@@ -276,7 +289,8 @@ def build_report(grid: GridSpec, storage: Storage, log=print) -> list[Section]:
     primary = results.get(grid.classifier.backbone, {})
     models = complete_models(storage)
     measures = image_measures(storage, models, log)
-    return [model_quality(storage, models, log), dataset_statistics(measures),
+    manifest = read_manifest(storage) if storage.is_file(MANIFEST) else None
+    return [model_quality(storage, models, log), dataset_statistics(measures, manifest),
             attribution(grid, storage, primary.get("attribution")), parsers(grid, primary),
             acutance_section(grid, measures, primary), published_models(storage, primary),
             tsne(storage, primary.get("attribution")), backbones(results)]
