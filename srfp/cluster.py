@@ -10,6 +10,7 @@ machine no one else can reach.
 from __future__ import annotations
 
 import os
+import sys
 
 import ray
 
@@ -19,8 +20,21 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    job = {"log_to_driver": True, "runtime_env": {"env_vars": quiet_progress()}}
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **job)
         return
-    context = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+    context = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **job)
     print(f"local Ray started; dashboard: http://{context.dashboard_url} (token: ~/.ray/auth_token)")
+
+
+def quiet_progress() -> dict[str, str]:
+    """The environment of this run's Ray workers: without a terminal to draw on (a log file, CI), Ray Data's
+    progress bars are off, on the driver and in every worker, whose bars would otherwise reach the log as
+    hundreds of thousands of redrawn lines; the stages print their own progress."""
+    if sys.stdout.isatty():
+        return {}
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}

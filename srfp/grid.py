@@ -236,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
                        help="the hyperparameter to infer (default with --holdout: every one the holdout allows); "
                             "without --holdout: the parser trained on every model")
     parse.add_argument("--all", action="store_true", help="every parser of the grid file")
+    command("classify", cmd_classify, "every classifier of the grid file: attribution, every parser, and attribution "
+            "of the ingested published models (Ray Train)", root=True, ray=True)
     command("report", cmd_report, "write the study's tables and figures for what the run has computed",
             root=True, only=False)
     command("status", cmd_status, "show what every stage has finished, from storage alone", root=True)

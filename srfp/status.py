@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from srfp.classify.loop import read_progress
-from srfp.classify.stage import is_complete, read_result, task_folder
+from srfp.classify.results import is_complete, read_result, task_folder
 from srfp.photos import MANIFEST
 from srfp.plan import Plan
 from srfp.sisr.train import is_trained, training_progress

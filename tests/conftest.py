@@ -146,8 +146,9 @@ def untrained_root(path: Path, grid, published: dict[str, int] | None = None):
 @pytest.fixture(scope="session")
 def classified_root(tmp_path_factory, ray_local):
     """The smoke grid's 16 models and two published ones (untrained networks), classified through the CLI
-    with 2 epochs (head, then all) of one crop per image: attribution, then the scale parser holding out L1
-    and the scale parser of every model side by side (two Tune trials, their workers half a CPU each)."""
+    with 2 epochs (head, then all) of one crop per image, in one `classify`: attribution, the scale parser
+    holding out L1 and the scale parser of every model side by side (Tune trials two at a time, their
+    workers half a CPU each), then attribution of the published models from the attribution backbone."""
     import yaml
 
     from srfp import grid as cli
@@ -157,14 +158,10 @@ def classified_root(tmp_path_factory, ray_local):
     root = untrained_root(folder / "run", load_grid("smoke"), published={"ESRGAN": 4, "SwinIR": 2})
     quick = yaml.safe_load(open(load_grid("smoke").source))
     quick["classifier"].update(crops_per_image=1, head_epochs=1, finetune_epochs=1)
-    (folder / "quick.yaml").write_text(yaml.safe_dump(quick))
-    quick["classifier"].update(max_concurrent_tasks=2, worker={"cpus": 0.5, "gpus": 0})
-    quick["tasks"] = {"attribution": False, "parsers": [{"target": "scale", "holdouts": ["L1"]}],
+    quick["tasks"] = {"attribution": True, "parsers": [{"target": "scale", "holdouts": ["L1"]}],
                       "all_model_parsers": ["scale"]}
-    (folder / "scale-parsers.yaml").write_text(yaml.safe_dump(quick))
-    for arguments in (["attribute", "--grid", str(folder / "quick.yaml")],
-                      ["parse", "--all", "--grid", str(folder / "scale-parsers.yaml")]):
-        assert cli.main([*arguments, "--root", root.uri]) == 0
+    (folder / "quick.yaml").write_text(yaml.safe_dump(quick))
+    assert cli.main(["classify", "--grid", str(folder / "quick.yaml"), "--root", root.uri]) == 0
     return root
 
 

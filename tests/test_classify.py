@@ -16,7 +16,8 @@ from conftest import kill_group, ray_workers, start_cli, untrained_root, wait_fo
 from srfp import grid as cli
 from srfp.classify.data import read_split, training_crops
 from srfp.classify.loop import read_checkpoint, read_progress
-from srfp.classify.stage import ClassifyError, classify, task_folder
+from srfp.classify.results import task_folder
+from srfp.classify.stage import ClassifyError, classify
 from srfp.gridspec import GridError, load_grid
 from srfp.storage import Storage
 from srfp.tasks import attribution_task, parser_tasks
@@ -65,11 +66,9 @@ def test_a_complete_task_is_reported_against_chance_and_not_retrained(classified
     assert os.stat(weights).st_mtime_ns == mtime
 
 
-def test_published_models_are_attributed_starting_from_the_custom_attribution_backbone(classified_root, tmp_path):
-    root = Storage(shutil.copytree(classified_root.uri, tmp_path / "run"))
-    grid = load_grid("smoke")
-    quick = dataclasses.replace(grid, classifier=dataclasses.replace(grid.classifier, finetune_epochs=0))
-    [result] = classify(quick, root, [attribution_task("published", init_from="attribution")], log=lambda *_: None)
+def test_published_models_are_attributed_starting_from_the_custom_attribution_backbone(classified_root):
+    """`classify` adds the task once two published models are ingested, and runs it after attribution."""
+    result = json.loads(classified_root.read_text(f"{folder('attribution-published')}/result.json"))
     assert result["task"] == "attribution-published" and result["init_from"] == "attribution"
     assert result["labels"] == sorted(PUBLISHED) and result["summary"]["images"] == 2
 
@@ -141,7 +140,7 @@ def test_training_crops_change_every_epoch_and_repeat_with_the_seed(ray_local, t
 
 def test_tasks_train_side_by_side_with_the_studys_batch_and_learning_rate(classified_root):
     """Each task trains on one worker with classifier.batch_size and classifier.learning_rate as given (no
-    scaling by a number of workers); the two scale parsers of the fixture ran as two concurrent Tune trials."""
+    scaling by a number of workers); the fixture's first tasks ran as two concurrent Tune trials."""
     histories = {name: json.loads(classified_root.read_text(f"{folder(name)}/result.json"))["history"]
                  for name in ("parse-scale-holdout-L1", "parse-scale-all")}
     for history in histories.values():
@@ -151,7 +150,7 @@ def test_tasks_train_side_by_side_with_the_studys_batch_and_learning_rate(classi
     assert [epoch["train_images"] for epoch in histories["parse-scale-all"]] == [80, 80]
     tune_files = classified_root.list("classifiers/xception_narrow/tune", recursive=True)
     spans = []
-    for name in histories:
+    for name in ("attribution", "parse-scale-holdout-L1"):  # the first two of the fixture's tasks
         [progress] = [path for path in tune_files if path.endswith(f"/{name}/progress.csv")]
         record = pd.read_csv(classified_root.path(progress)).iloc[-1]
         spans.append((record["timestamp"] - record["time_total_s"], record["timestamp"]))

@@ -8,7 +8,6 @@ still lacks and which command computes it, so a partial run gives a partial repo
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,8 +18,7 @@ from srfp.analysis.accuracy import grouped_accuracy, seed_triplet_accuracy, vote
 from srfp.analysis.acutance import acutance_baseline
 from srfp.analysis.measures import image_measures
 from srfp.analysis.perceptual import LPIPS_SPLIT, lpips_of_models
-from srfp.classify.predict import read_predictions
-from srfp.classify.stage import PREDICTIONS, RESULT
+from srfp.classify.results import all_results, read_predictions
 from srfp.gridspec import GridSpec
 from srfp.photos import MANIFEST, read_manifest
 from srfp.pretrained import WeightsUnavailableError
@@ -57,19 +55,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(f"| {row} |" for row in rows)
 
 
-def classifier_results(storage: Storage) -> dict[str, dict[str, dict]]:
-    """Every finished classifier: backbone -> task name -> result record."""
-    results = {}
-    for backbone_folder in storage.list_dirs("classifiers"):
-        for folder in storage.list_dirs(backbone_folder):
-            if storage.is_file(f"{folder}/{RESULT}"):
-                result = json.loads(storage.read_text(f"{folder}/{RESULT}"))
-                results.setdefault(result["backbone"], {})[result["task"]] = {**result, "folder": folder}
-    return results
-
-
 def _predictions(storage: Storage, result: dict) -> pd.DataFrame:
-    return read_predictions(storage, f"{result['folder']}/{PREDICTIONS}")
+    return read_predictions(storage, result["folder"])
 
 
 def model_quality(storage: Storage, models: list[ModelInfo], log=print) -> Section:
@@ -285,7 +272,7 @@ def backbones(results: dict[str, dict[str, dict]]) -> Section:
 
 
 def build_report(grid: GridSpec, storage: Storage, log=print) -> list[Section]:
-    results = classifier_results(storage)
+    results = all_results(storage)
     primary = results.get(grid.classifier.backbone, {})
     models = complete_models(storage)
     measures = image_measures(storage, models, log)

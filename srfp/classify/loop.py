@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
-from srfp.classify.network import Classifier, init_backbone_from, weights_bytes
+from srfp.classify.network import Classifier, init_backbone_from, load_weights, weights_bytes
 from srfp.devices import autocast
 from srfp.storage import Storage
 
@@ -129,7 +129,8 @@ def _remembering(batches: Iterable[dict], kept: deque) -> Iterator[dict]:
 
 def train_loop_per_worker(config: dict) -> None:
     """The Ray Train loop of one classifier (one worker: the study's batch on one device): resume from the
-    storage root's checkpoint, train the remaining epochs, report each.
+    storage root's checkpoint, train the remaining epochs, report each, then predict the test images with the
+    best epoch's weights (see :mod:`srfp.classify.predict`), in this process, where the network already is.
 
     Every random choice comes from ``classifier.seed``: the new final layer's initialisation, and for each
     epoch the block order, the local shuffle and the crops (see :func:`srfp.classify.data.training_crops`)."""
@@ -138,6 +139,8 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
     from srfp.classify.data import epoch_seed, evaluation_crops, read_split, training_crops
+    from srfp.classify.predict import predict
+    from srfp.classify.results import write_predictions
 
     settings, folder, labels, target = config["settings"], config["folder"], config["labels"], config["target"]
     storage = Storage(config["root"])
@@ -191,3 +194,6 @@ def train_loop_per_worker(config: dict) -> None:
         print(f"{folder}: epoch {epoch + 1}/{total_epochs} ({phase}) loss {metrics['train_loss']:.4f} "
               f"val accuracy {accuracy:.3f} ({metrics['images_per_second']:.1f} images/s)")
         ray.train.report(metrics)
+    load_weights(classifier, storage.read_bytes(weights_path(folder)))
+    write_predictions(storage, folder, predict(classifier, storage, settings, target, labels,
+                                               config["test_ids_by_role"], device))

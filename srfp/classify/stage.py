@@ -1,21 +1,17 @@
-"""The classifier stage: for each task, train on Ray Train, predict the test images, score, record; the tasks
-run side by side, one Ray Tune trial each (see srfp.classify.tuning).
-
-``<root>/classifiers/<backbone>/<task>/`` holds ``checkpoint.pt``, ``progress.json`` and ``model.safetensors``
-(see srfp.classify.loop), ``predictions.parquet`` and, written last, ``result.json`` (labels, models,
-settings, per-epoch history and the headline accuracies). A task with a result is complete and skipped; an interrupted one
+"""The classifier stage: for each task, train and predict the test images on Ray Train, score, record; the
+tasks run side by side, one Ray Tune trial each (see srfp.classify.tuning). What each task leaves in the
+root, and how it is read, is :mod:`srfp.classify.results`; a complete task is skipped, an interrupted one
 continues from its last finished epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 
 from srfp.analysis.accuracy import summarise
 from srfp.classify.loop import read_progress, weights_path
-from srfp.classify.predict import predict, read_predictions, write_predictions
+from srfp.classify.results import is_complete, read_predictions, read_result, task_folder, write_result
 from srfp.errors import UserError
 from srfp.gridspec import ClassifierSettings, GridSpec
 from srfp.photos import read_manifest
@@ -23,25 +19,9 @@ from srfp.storage import Storage
 from srfp.superres.shards import ModelInfo, complete_models
 from srfp.tasks import Task
 
-RESULT = "result.json"
-PREDICTIONS = "predictions.parquet"
-
 
 class ClassifyError(UserError):
     """A classifier task cannot run yet (missing shards or weights) or does not fit its inputs."""
-
-
-def task_folder(backbone: str, task: Task | str) -> str:
-    """Where a task's classifier lives; one folder per backbone, so backbones can be compared on one root."""
-    return f"classifiers/{backbone}/{task if isinstance(task, str) else task.name}"
-
-
-def is_complete(storage: Storage, folder: str) -> bool:
-    return storage.is_file(f"{folder}/{RESULT}")
-
-
-def read_result(storage: Storage, folder: str) -> dict:
-    return json.loads(storage.read_text(f"{folder}/{RESULT}"))
 
 
 def task_models(grid: GridSpec, task: Task, shards: list[ModelInfo]) -> list[ModelInfo]:
@@ -98,22 +78,19 @@ def prepare(grid: GridSpec, task: Task, shards: list[ModelInfo]) -> TaskRun:
 
 
 def run_task(storage: Storage, settings: ClassifierSettings, run: TaskRun, log=print) -> dict:
-    """Train (continuing an interrupted training), predict and score one task; returns its result record.
-    Runs inside the task's Ray Tune trial."""
+    """Train (continuing an interrupted training) and predict on Ray Train, then score one task; returns its
+    result record. Runs inside the task's Ray Tune trial."""
     from srfp.classify.trainer import fit  # Ray Train loads only when a classifier is trained
 
     task, folder = run.task, run.folder
-    total_epochs = settings.head_epochs + settings.finetune_epochs
     progress = read_progress(storage, folder)
     done = progress["epoch"] if progress else 0
-    if done < total_epochs:
-        log(f"{task.name}: {len(run.labels)} classes, training on {len(run.train_ids)} models"
-            + (f", continuing after epoch {done}" if done else "") + f" ({settings.backbone})")
-        fit(storage, folder, task.target, run.labels, run.train_ids, settings, run.init_folder)
-        progress = read_progress(storage, folder)
-    table = predict(storage, folder, settings, task.target, run.labels, {"test": run.test_ids, "published": run.published})
-    write_predictions(storage, f"{folder}/{PREDICTIONS}", table)
-    summary = summarise(read_predictions(storage, f"{folder}/{PREDICTIONS}"), run.labels, settings.vote_size,
+    log(f"{task.name}: {len(run.labels)} classes, training on {len(run.train_ids)} models"
+        + (f", continuing after epoch {done}" if done else "") + f" ({settings.backbone})")
+    fit(storage, folder, task.target, run.labels, run.train_ids, {"test": run.test_ids, "published": run.published},
+        settings, run.init_folder)
+    progress = read_progress(storage, folder)
+    summary = summarise(read_predictions(storage, folder), run.labels, settings.vote_size,
                         settings.vote_repeats)
     result = {"task": task.name, "backbone": settings.backbone, "kind": task.kind, "target": task.target,
               "population": task.population, "holdout": dataclasses.asdict(task.holdout) if task.holdout else None,
@@ -121,7 +98,7 @@ def run_task(storage: Storage, settings: ClassifierSettings, run: TaskRun, log=p
               "train_models": run.train_ids, "test_models": run.test_ids, "published_models": run.published,
               "settings": dataclasses.asdict(settings), "best_epoch": progress["best_epoch"],
               "best_val_accuracy": progress["best_accuracy"], "history": progress["history"], "summary": summary}
-    storage.write_text(f"{folder}/{RESULT}", json.dumps(result, indent=1))
+    write_result(storage, folder, result)
     return result
 
 

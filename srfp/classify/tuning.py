@@ -13,7 +13,8 @@ import time
 
 from ray import tune
 
-from srfp.classify.stage import TaskRun, read_result, run_task
+from srfp.classify.results import read_result
+from srfp.classify.stage import TaskRun, run_task
 from srfp.errors import UserError
 from srfp.gridspec import ClassifierSettings
 from srfp.storage import Storage
