@@ -13,7 +13,7 @@ from conftest import S3_KEYS, _free_port
 from srfp.grid import main
 from srfp.gridspec import load_grid
 from srfp.photos import build_photos
-from srfp.storage import Storage
+from srfp.storage import Storage, StorageError
 
 
 def _fails_before_any_work(capsys, arguments: list[str], message: str) -> None:
@@ -77,3 +77,11 @@ def test_an_error_writing_the_root_stops_the_build_instead_of_skipping_photos(tm
     with pytest.raises(OSError, match="No space left on device"):
         build_photos(load_grid("smoke").photos, storage, log=messages.append)
     assert not [message for message in messages if message.startswith("skipped")]
+
+
+def test_a_bucket_that_disappears_during_a_run_is_named_on_the_first_write(s3_server, monkeypatch):
+    for key, value in {**S3_KEYS, "AWS_ENDPOINT_URL": s3_server}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(StorageError, match="^cannot write s3://no-such-bucket/run/models/a.json: the bucket does "
+                                           "not exist at http://127.0.0.1:"):
+        Storage("s3://no-such-bucket/run").write_text("models/a.json", "{}")
