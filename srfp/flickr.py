@@ -211,7 +211,7 @@ class FlickrClient:
         try:
             answer = json.loads(body)
         except ValueError:
-            raise FlickrError(f"{method}: the answer of {self.endpoint} is not JSON: {body[:200]!r}") from None
+            raise FlickrError(self.http.redact(f"{method}: the answer of {self.endpoint} is not JSON: {body[:200]!r}")) from None
         if answer.get("stat") != "ok":
             message = self.http.redact(str(answer.get("message", answer)))
             hint = f"; check the key, or get one at {KEY_PAGE}" if answer.get("code") in (100, "100") else ""

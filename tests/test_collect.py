@@ -114,6 +114,8 @@ def flickr(monkeypatch):
                 if query.get("nojsoncallback") != "1" or query.get("format") != "json":
                     body = f"jsonFlickrApi({body})"
                 self.reply(200, body.encode(), {"Content-Type": "application/json"})
+            elif path == "/proxy-error/":  # an HTML page quoting the request, as some proxies answer
+                self.reply(200, f"<html>cannot forward {self.path}</html>".encode())
             else:
                 self.reply(404, b"")
             catalogue.log.append((path, query, self.status))
@@ -264,10 +266,14 @@ def test_command_line_collects_and_never_shows_the_key(flickr, tmp_path, capsys,
     assert "https://www.flickr.com/services/apps/create/" in err and "FLICKR_API_KEY" in err and "--api-key-file" in err
 
 
-def test_failures_never_show_the_key():
+def test_failures_never_show_the_key(flickr):
     unused_port = "http://127.0.0.1:9/services/rest/"  # discard port: nothing listens
     with pytest.raises(FlickrError) as failure:
         Http(KEY, attempts=2, sleep=lambda seconds: None, log=lambda line: None).get(f"{unused_port}?api_key={KEY}")
+    assert KEY not in str(failure.value) and "api_key=***" in str(failure.value)
+    proxy = FlickrClient(KEY, flickr.endpoint.replace("/services/rest/", "/proxy-error/"))
+    with pytest.raises(FlickrError, match="is not JSON") as failure:
+        proxy.licenses()
     assert KEY not in str(failure.value) and "api_key=***" in str(failure.value)
 
 
