@@ -245,6 +245,7 @@ def test_command_line_collects_and_never_shows_the_key(flickr, tmp_path, capsys,
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n")
     monkeypatch.delenv("FLICKR_API_KEY", raising=False)
+    monkeypatch.setattr(RateLimit, "wait", lambda self: None)  # pacing: tested below
     dest = tmp_path / "flickr"
 
     assert main(["photos", "collect", "--tags", "tree", "--per-tag", "2", "--dest", str(dest), "--licenses", "4,9",
