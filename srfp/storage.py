@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -57,6 +58,8 @@ def require_credentials(uri: str) -> None:
                            "or AWS_PROFILE, or run on an instance with an instance profile")
 
 
+#: The start of the name of a folder of moved credentials, followed by the process id of its command.
+_CREDENTIALS_FOLDER = "srfp-aws-"
 #: The AWS credential variables, with their names in a credentials file.
 _CREDENTIAL_VARIABLES = {"AWS_ACCESS_KEY_ID": "aws_access_key_id", "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
                          "AWS_SESSION_TOKEN": "aws_session_token", "AWS_SECURITY_TOKEN": "aws_session_token"}
@@ -71,15 +74,17 @@ def credentials_out_of_environment():
     agent writes that in plain text into its log, world-readable, on every node. Out of the environment, the
     credentials reach no Ray log; this process and a local Ray's workers (which inherit the file's name) read
     them from the file, through the usual credential chain. Workers on other nodes use their node's own
-    credentials (an instance profile). The file is deleted and the variables restored on the way out.
+    credentials (an instance profile). The file is deleted and the variables restored on the way out; the
+    folders of killed commands are deleted on the way in.
     """
+    _remove_credentials_of_killed_commands()
     moved = {name: os.environ.pop(name) for name in _CREDENTIAL_VARIABLES if name in os.environ}
     if not moved:
         yield
         return
     previous_file = os.environ.get("AWS_SHARED_CREDENTIALS_FILE")
     try:
-        with tempfile.TemporaryDirectory(prefix="srfp-aws-") as folder:
+        with tempfile.TemporaryDirectory(prefix=f"{_CREDENTIALS_FOLDER}{os.getpid()}-") as folder:
             path = os.path.join(folder, "credentials")
             lines = [f"[{os.environ.get('AWS_PROFILE', 'default')}]",
                      *(f"{_CREDENTIAL_VARIABLES[name]} = {value}" for name, value in moved.items())]
@@ -93,6 +98,27 @@ def credentials_out_of_environment():
             os.environ.pop("AWS_SHARED_CREDENTIALS_FILE", None)
         else:
             os.environ["AWS_SHARED_CREDENTIALS_FILE"] = previous_file
+
+
+def _remove_credentials_of_killed_commands() -> None:
+    """Delete this user's folders of moved credentials whose command is no longer running (killed with SIGKILL)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_CREDENTIALS_FOLDER}*-*"):
+        pid = folder.name.removeprefix(_CREDENTIALS_FOLDER).split("-")[0]
+        try:
+            if pid.isdigit() and folder.stat().st_uid == os.getuid() and not _running(int(pid)):
+                shutil.rmtree(folder)
+        except OSError:  # another command removed it first
+            pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def is_remote(uri: str) -> bool:

@@ -88,3 +88,15 @@ def test_credentials_move_to_a_file_only_the_user_reads_and_come_back(monkeypatc
         assert (credentials.access_key, credentials.secret_key) == ("moved-key-id", "moved-secret")
     assert not path.exists() and "AWS_SHARED_CREDENTIALS_FILE" not in os.environ
     assert (os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]) == ("moved-key-id", "moved-secret")
+
+
+def test_the_credentials_of_a_killed_command_are_deleted_by_the_next_one(monkeypatch):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = Path(tempfile.mkdtemp(prefix=f"srfp-aws-{finished.stdout.strip()}-"))
+    running = Path(tempfile.mkdtemp(prefix=f"srfp-aws-{os.getpid()}-"))
+    (killed / "credentials").write_text("[default]\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    with credentials_out_of_environment():
+        pass
+    assert not killed.exists() and running.is_dir()
+    running.rmdir()
