@@ -162,6 +162,7 @@ def collect(client: FlickrClient, tags: list[str], per_tag: int, dest: Storage,
             log=print) -> list[TagReport]:
     """Collect ``per_tag`` photos of each tag into ``dest``; one progress line per tag."""
     check_tags(tags, per_tag)
+    dest.check()
     known = client.licenses()
     check_licenses(licenses, known)
     collector = Collector(client, dest, licenses, known, min_megapixels)

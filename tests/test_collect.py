@@ -261,6 +261,15 @@ def test_command_line_collects_and_never_shows_the_key(flickr, tmp_path, capsys,
     assert "Invalid API Key" in err and "https://www.flickr.com/services/apps/create/" in err
     assert "wrong-key-77" not in err
 
+    key_file.write_text(KEY + "\n")
+    requests = len(flickr.log)
+    (tmp_path / "a-file").write_text("")
+    assert main(["photos", "collect", "--tags", "tree", "--per-tag", "2", "--dest", str(tmp_path / "a-file"),
+                 "--api-key-file", str(key_file)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and str(tmp_path / "a-file") in line
+    assert len(flickr.log) == requests  # refused before any call
+
     assert main(["photos", "collect", "--tags", "tree", "--per-tag", "2", "--dest", str(dest)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: no Flickr API key")
