@@ -45,9 +45,9 @@ def trainable(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def test_the_registry_covers_the_study_architectures():
-    assert tuple(ARCHITECTURES) == ARCHS
-    assert set(PUBLISHED) == set(TINY) == set(ARCHS)
+def test_the_registry_covers_the_study_architectures_and_the_published_ones():
+    assert tuple(ARCHITECTURES) == ARCHS + ("ESRGAN",)
+    assert set(PUBLISHED) == set(TINY) == set(ARCHITECTURES)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -142,3 +142,47 @@ def test_the_seed_fixes_the_initial_weights(arch):
     first, again, other = weights(1), weights(1), weights(2)
     assert all(torch.equal(first[key], again[key]) for key in first)
     assert any(not torch.equal(first[key], other[key]) for key in first)
+
+
+# xinntao/ESRGAN RRDBNet_arch.py, as its test.py builds it for RRDB_ESRGAN_x4.pth: RRDBNet(3, 3, 64, 23, gc=32).
+RDB_CONVS = {"conv1": (32, 64), "conv2": (32, 96), "conv3": (32, 128), "conv4": (32, 160), "conv5": (64, 192)}
+ESRGAN_TOP_CONVS = {"conv_first": (64, 3), "trunk_conv": (64, 64), "upconv1": (64, 64), "upconv2": (64, 64),
+                    "HRconv": (64, 64), "conv_last": (3, 64)}
+
+
+def official_esrgan_shapes(blocks: int = 23) -> dict[str, tuple]:
+    """Every state_dict entry of the official RRDBNet x4, with its shape (all convs 3x3 with a bias)."""
+    convs = dict(ESRGAN_TOP_CONVS)
+    convs |= {f"RRDB_trunk.{i}.RDB{r}.{name}": shape
+              for i in range(blocks) for r in (1, 2, 3) for name, shape in RDB_CONVS.items()}
+    shapes = {}
+    for name, (out_channels, in_channels) in convs.items():
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (out_channels, in_channels, 3, 3), (out_channels,)
+    return shapes
+
+
+def test_esrgan_has_the_official_rrdbnet_layout_and_size():
+    # 16,697,987 parameters, summed over the official layout: conv_first 1,792 + 23 RRDBs x 3 RDBs x
+    # (18,464 + 27,680 + 36,896 + 46,112 + 110,656) + 4 x 36,928 (trunk_conv, upconv1/2, HRconv) + conv_last 1,731.
+    with torch.device("meta"):
+        model = create_model("ESRGAN", 4, **PUBLISHED["ESRGAN"])
+    assert {key: tuple(value.shape) for key, value in model.state_dict().items()} == official_esrgan_shapes()
+    assert trainable(model) == 16_697_987
+
+
+def test_esrgan_loads_a_checkpoint_with_the_official_keys_strictly(tmp_path):
+    official = {key: torch.randn(shape) for key, shape in official_esrgan_shapes().items()}
+    torch.save(official, tmp_path / "RRDB_ESRGAN_x4.pth")
+    model = create_model("ESRGAN", 4, **PUBLISHED["ESRGAN"])
+    model.load_state_dict(torch.load(tmp_path / "RRDB_ESRGAN_x4.pth", weights_only=True, map_location="cpu"),
+                          strict=True)
+    assert torch.equal(model.state_dict()["RRDB_trunk.22.RDB3.conv5.weight"], official["RRDB_trunk.22.RDB3.conv5.weight"])
+
+
+def test_esrgan_upscales_by_4_only():
+    model = create_model("ESRGAN", 4, **TINY["ESRGAN"]).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 12, 10))
+    assert out.shape == (2, 3, 48, 40)
+    with pytest.raises(ValueError, match="ESRGAN: scale 2 is not allowed; allowed values: 4"):
+        create_model("ESRGAN", 2, **TINY["ESRGAN"])
