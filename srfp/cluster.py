@@ -1,9 +1,10 @@
 """Connecting to Ray: a cluster's address when given, else a local Ray started for this run.
 
-Token authentication (on by default since Ray 2.60) stays on, for a local Ray too: its services listen on
-every interface, so turning authentication off would open the machine to anyone on its network. Ray
-keeps the local token in ``~/.ray/auth_token``; the dashboard (http://127.0.0.1:8265) asks for it and its
-API takes it as ``Authorization: Bearer <token>``. Set ``RAY_AUTH_MODE=disabled`` yourself only on a
+A local Ray listens on the loopback interface only (GCS, raylet, workers, agents, the metrics endpoint and
+the dashboard), so nothing of it can be reached from the network. Token authentication (on by default
+since Ray 2.60) stays on all the same: other users of the machine can reach the loopback. Ray keeps the
+local token in ``~/.ray/auth_token``; the dashboard (http://127.0.0.1:8265) asks for it and its API takes it
+as ``Authorization: Bearer <token>``. Set ``RAY_AUTH_MODE=disabled`` yourself only on a
 machine no one else can reach.
 """
 
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
+from ray._private import ray_constants
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -24,8 +28,25 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, **job)
         return
-    context = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **job)
+    with on_loopback():
+        context = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **job)
     print(f"local Ray started; dashboard: http://{context.dashboard_url} (token: ~/.ray/auth_token)")
+
+
+@contextmanager
+def on_loopback() -> Iterator[None]:
+    """While a local Ray starts, its node's address is 127.0.0.1, so that every Ray process binds its ports to
+    the loopback interface. Ray has no option for this on Linux (``ray.init(_node_ip_address="127.0.0.1")``
+    and ``ray start --node-ip-address`` replace the loopback by the machine's address); its single-machine
+    mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) does it, but Ray reads that variable once, on import, into
+    the constant set here. The constant is restored once the node is up, as joining a cluster later in the
+    same process needs the machine's address."""
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
 
 
 def quiet_progress() -> dict[str, str]:

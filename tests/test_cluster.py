@@ -1,6 +1,7 @@
 """A real multi-node Ray cluster (a head and a second node started with `ray start` on this machine):
 the whole smoke pipeline runs against it through its address, its training data and root on the loopback
-S3 server, and both nodes work; a data folder only the driver's node has stops `train` before any trial."""
+S3 server, and both nodes work; a data folder only the driver's node has stops `train` before any trial.
+A local Ray, as `connect` starts it without an address, listens on the loopback interface only."""
 
 import json
 import os
@@ -131,3 +132,30 @@ def test_the_nodes_that_can_take_a_trial():
              node("cpu", CPU=8.0)]
     assert [n["NodeID"] for n in trial_nodes(nodes, Resources(cpus=8, gpus=1))] == ["gpu"]
     assert [n["NodeID"] for n in trial_nodes(nodes, Resources(cpus=1, gpus=0))] == ["gpu", "cpu"]
+
+
+def descendants(pid: int) -> set[int]:
+    """``pid`` and every process it started, directly or not."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _, _) in processes().items():
+        children.setdefault(parent, []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        found.add(todo[-1])
+        todo.extend(children.get(todo.pop(), []))
+    return found
+
+
+def test_a_local_ray_listens_on_the_loopback_interface_only(ray_local):
+    """GCS, raylet, the driver's and the workers' gRPC servers, the agents and the metrics endpoint of the
+    local Ray that connect() started in this process (its processes are this one and its descendants)."""
+    import ray
+
+    ray.get(ray.remote(lambda: None).remote())  # a worker, listening as every worker does
+    ours = descendants(os.getpid())
+    sockets = subprocess.run(["ss", "--no-header", "--listening", "--tcp", "--udp", "--numeric", "--processes"],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    listening = [line.split()[4] for line in sockets if {int(p) for p in re.findall(r"pid=(\d+)", line)} & ours]
+    assert len(listening) >= 5, sockets  # GCS, raylet (2), the driver, a worker, the agents, the dashboard
+    assert all(re.fullmatch(r"(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+", address)
+               for address in listening), listening
