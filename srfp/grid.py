@@ -13,6 +13,7 @@ from srfp.flickr import REDISTRIBUTABLE, FlickrError
 from srfp.gridspec import load_grid
 from srfp.photos import build_photos
 from srfp.plan import Plan
+from srfp.published import load_catalogue
 from srfp.spec import TARGETS
 from srfp.storage import Storage, credentials_out_of_environment
 
@@ -27,7 +28,19 @@ def _root(args, grid, writable: bool = True) -> Storage:
 def cmd_plan(args) -> None:
     calibration_file = getattr(args, "calibration", None)  # run reuses this stage without the option
     calibration = load_calibration(calibration_file) if calibration_file else None
+    root = _given_root(args)
     print(Plan.of(load_grid(args.grid), args.only).render(calibration))
+    print()
+    print("\n".join(load_catalogue().render(root)))
+
+
+def _given_root(args) -> Storage | None:
+    """The storage root given with --root, checked readable; None when none is given."""
+    if not getattr(args, "root", None):
+        return None
+    storage = Storage(args.root)
+    storage.check(writable=False)
+    return storage
 
 
 def cmd_photos(args) -> None:
@@ -192,7 +205,11 @@ def parser() -> argparse.ArgumentParser:
                              help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
         return sub
 
-    plan = command("plan", cmd_plan, "print every model, task and the rough cost of a grid")
+    plan = command("plan", cmd_plan, "print every model, task and the rough cost of a grid, and the published "
+                   "models of grids/published.yaml")
+    plan.add_argument("--root", default=None,
+                      help="storage root (a folder or s3://bucket/prefix) to report the published models' shards "
+                           "in (default: none)")
     plan.add_argument("--calibration", default=None, metavar="FILE",
                       help="training speeds measured by bench/train_throughput.py --json FILE: the training cost "
                            "becomes measured GPU-hours instead of the grid's estimate")

@@ -95,7 +95,8 @@ class SISRSpec:
 
 @dataclass(frozen=True)
 class PublishedModel:
-    """A published, pretrained SR model (ESRGAN, SwinIR, ...): only its name and scale are known."""
+    """A published, pretrained SR model, by its name and scale only (the study's 16, with what else is known of
+    them, are the catalogue ``grids/published.yaml``, :mod:`srfp.published`)."""
 
     name: str
     scale: int
