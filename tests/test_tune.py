@@ -46,3 +46,20 @@ def test_training_onto_an_s3_root(ray_local, s3_bucket, boto3_client):
     assert {f"run/models/{spec.model_id}.safetensors", f"run/models/{spec.model_id}.json", "run/models/psnr.csv"} <= keys
     assert any(key.startswith("run/tune/") for key in keys)
     assert not any(key.endswith(".pt") for key in keys)  # the checkpoint is removed once the model is done
+
+
+def test_a_trials_process_trains_the_next_model_bit_identically_to_a_new_process(ray_local, tmp_path):
+    """Tune hands a finished trial's process to the next trial; a model trained there equals the same model
+    trained alone in a process of its own."""
+    grid = smoke_grid(iterations=4, checkpoint_every=2, max_concurrent_trials=1)
+    first, second = Plan.of(grid, SELECTION).models
+    together, alone = Storage(tmp_path / "together"), Storage(tmp_path / "alone")
+    train_grid(grid, [first, second], together, log=lambda *_: None)
+    train_grid(grid, [second], alone, log=lambda *_: None)
+
+    def pid(storage, spec):
+        [path] = [p for p in storage.list("tune", recursive=True) if p.endswith(f"{spec.model_id}/result.json")]
+        return json.loads(storage.read_text(path).splitlines()[-1])["pid"]
+
+    assert pid(together, first) == pid(together, second)  # one process trained both
+    assert together.read_bytes(weights_path(second.model_id)) == alone.read_bytes(weights_path(second.model_id))
