@@ -19,6 +19,7 @@ import yaml
 from srfp.classify.backbones import BACKBONES
 from srfp.errors import UserError
 from srfp.flickr import REDISTRIBUTABLE, tags_problem
+from srfp.images import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_ALLOWED
 from srfp.schema import SchemaError, at_least, build, choices, positive
 from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, TARGETS, SISRSpec
 
@@ -111,21 +112,27 @@ class PhotoSettings:
 
     ``source`` is a folder with one subfolder per tag, or ``bundled`` for the CC0 photos shipped with srfp.
     ``split`` gives the share of photos in each of train/val/test (counts or weights). With ``collect``,
-    ``source`` is first filled from Flickr.
+    ``source`` is first filled from Flickr. Photos above ``max_megapixels`` are skipped unread (their header
+    says their size), and so are symbolic links that lead out of a local ``source`` unless ``follow_symlinks``.
     """
 
     source: str = "bundled"
     per_tag: int | None = at_least(1, default=None)
     min_megapixels: float = at_least(0, default=2.0)
+    max_megapixels: float = positive(default=DEFAULT_MAX_MEGAPIXELS)
     long_side: int = at_least(8, default=960)
     split: dict[str, int] = field(default_factory=lambda: {"train": 800, "val": 100, "test": 100})
     seed: int = 0
+    follow_symlinks: bool = False
     collect: CollectSettings | None = None
 
     def __post_init__(self):
         if self.collect and (self.source == "bundled" or self.source.startswith("bundled:")):
             raise SchemaError(f"photos.source: {self.source!r} is not allowed with photos.collect; expected the folder "
                               "or s3:// prefix to collect into")
+        if not self.min_megapixels < self.max_megapixels <= MAX_MEGAPIXELS_ALLOWED:
+            raise SchemaError(f"photos.max_megapixels: {self.max_megapixels!r} is not allowed; expected a number above "
+                              f"photos.min_megapixels ({self.min_megapixels:g}) and at most {MAX_MEGAPIXELS_ALLOWED:g}")
         if set(self.split) != {"train", "val", "test"}:
             raise SchemaError(f"photos.split: keys {sorted(self.split)} are not allowed; expected exactly train, val, test")
         if any(v < 0 for v in self.split.values()) or sum(self.split.values()) == 0:

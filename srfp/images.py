@@ -20,6 +20,18 @@ class ImageDecodeError(ValueError):
     """A file that is not a readable image; the message names the file."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image with more pixels than allowed, refused from its header before any pixel is decoded."""
+
+
+#: The most megapixels srfp decodes from one file unless told otherwise (``photos.max_megapixels``).
+DEFAULT_MAX_MEGAPIXELS = 50.0
+#: The highest limit a grid may set. PIL's own decompression-bomb check, which runs inside ``Image.open``
+#: before srfp's, warns above it and refuses twice it, so that srfp's check (which names the limit) decides.
+MAX_MEGAPIXELS_ALLOWED = 200.0
+Image.MAX_IMAGE_PIXELS = int(MAX_MEGAPIXELS_ALLOWED * 1e6)
+
+
 # ---------------------------------------------------------------- bicubic
 
 
@@ -143,19 +155,30 @@ def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+def decode_image(data: bytes, name: str = "<bytes>", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
     """Decode image bytes to an RGB uint8 array (H, W, 3), applying the EXIF orientation.
 
     Greyscale, palette, RGBA and 16-bit images are converted; alpha is dropped. A file that is not a
-    complete, readable image raises :class:`ImageDecodeError` naming it.
+    complete, readable image raises :class:`ImageDecodeError` naming it; one of more than ``max_megapixels``,
+    read from its header, raises :class:`ImageTooLargeError` before its pixels are decoded.
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
+            _refuse_above(image.size, max_megapixels, name)
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb_uint8(image)
+    except ImageTooLargeError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageDecodeError(f"{name}: cannot decode image ({error})") from None
+
+
+def _refuse_above(size: tuple[int, int], max_megapixels: float, name: str) -> None:
+    width, height = size
+    if width * height > max_megapixels * 1e6:
+        raise ImageTooLargeError(f"{name}: {width}x{height} pixels ({width * height / 1e6:.1f} MP) is above the limit "
+                                 f"of {max_megapixels:g} MP; not decoded")
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -16,6 +16,7 @@ import re
 import zlib
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,10 @@ class PhotoReport:
     kept: int = 0
     reused: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip(self, uri: str, reason: str, log) -> None:
+        self.skipped.append((uri, reason))
+        log(f"skipped {uri}: {reason}")
 
 
 def split_counts(total: int, shares: dict[str, int]) -> dict[str, int]:
@@ -86,6 +91,15 @@ def photo_credits(source: Storage) -> dict[str, dict]:
             for row in read_sources(source).values()}
 
 
+def link_out_of(source: Storage, path: str) -> str | None:
+    """Where a photo of a local source really is, when symbolic links (of the file or of a folder above it) lead
+    out of the source; None when it is inside (and on S3, which has no links)."""
+    if source.remote:
+        return None
+    real = Path(source.path(path)).resolve()
+    return None if real.is_relative_to(source.base) else real.as_posix()
+
+
 def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoReport:
     """Build ``<root>/photos`` from ``settings.source``; returns what was kept and skipped."""
     source = resolve_source(settings.source)
@@ -101,20 +115,22 @@ def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoRepo
                 break
             image_id = image_id_of(tag, path)
             if image_id in seen:
-                report.skipped.append((source.uri_of(path), f"another photo already has the id {image_id}"))
-                log(f"skipped {source.uri_of(path)}: another photo already has the id {image_id}")
+                report.skip(source.uri_of(path), f"another photo already has the id {image_id}", log)
                 continue
             target = photo_path(image_id)
+            outside = None if settings.follow_symlinks else link_out_of(source, path)
+            if outside:
+                report.skip(source.uri_of(path), f"a symbolic link to {outside}, outside the photo source (not followed "
+                            "unless photos.follow_symlinks is true)", log)
+                continue
             try:  # only the source photo can be bad: errors of the root stop the build
-                original = decode_image(source.read_bytes(path), source.uri_of(path))
+                original = decode_image(source.read_bytes(path), source.uri_of(path), settings.max_megapixels)
             except (ImageDecodeError, OSError) as error:
-                report.skipped.append((source.uri_of(path), str(error)))
-                log(f"skipped {source.uri_of(path)}: {error}")
+                report.skip(source.uri_of(path), str(error), log)
                 continue
             megapixels = original.shape[0] * original.shape[1] / 1e6
             if megapixels < settings.min_megapixels:
-                report.skipped.append((source.uri_of(path), f"{megapixels:.2f} MP < {settings.min_megapixels} MP"))
-                log(f"skipped {source.uri_of(path)}: {megapixels:.2f} MP < {settings.min_megapixels} MP")
+                report.skip(source.uri_of(path), f"{megapixels:.2f} MP < {settings.min_megapixels} MP", log)
                 continue
             if root.is_file(target):
                 height, width = decode_image(root.read_bytes(target), root.uri_of(target)).shape[:2]
