@@ -1,9 +1,10 @@
 """Build the photo set every model super-resolves (the study's Flickr1K) from a folder of tagged photos.
 
 The source has one subfolder per tag. For each tag, photos are taken in a seeded, deterministic order,
-skipping unreadable files and those under ``min_megapixels``, until ``per_tag`` are kept (all, when
-unset). Each kept photo is shrunk to ``long_side`` pixels on its longer side with the MATLAB bicubic and
-stored as ``<root>/photos/<image_id>.png``. Photos are split train/val/test by photo,
+skipping unreadable files, those under ``min_megapixels`` or (from their header, undecoded) over
+``max_megapixels``, and symbolic links out of a local source (unless ``follow_symlinks``), until ``per_tag``
+are kept (all, when unset). Each kept photo is shrunk to ``long_side`` pixels on its longer side with the
+MATLAB bicubic and stored as ``<root>/photos/<image_id>.png``. Photos are split train/val/test by photo,
 stratified by tag so every split gets its share of each tag. ``<root>/photos/manifest.parquet`` is written
 last; a rerun reuses the photos already stored. When the source is a Flickr collection (``photos collect``),
 the manifest carries each photo's owner, licence and page from its ``sources.csv``.
