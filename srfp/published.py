@@ -9,8 +9,8 @@ validates the whole file, as ``load_grid`` does a grid file.
 
 from __future__ import annotations
 
-import re
 import dataclasses
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
