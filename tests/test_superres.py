@@ -26,7 +26,7 @@ from srfp.spec import SISRSpec
 from srfp.status import render_status
 from srfp.storage import Storage
 from srfp.superres.core import superresolve, superresolve_photo
-from srfp.superres.pipeline import SuperResolver, actor_pool, cpu_task_cpus, superresolve_grid, superresolve_model
+from srfp.superres.pipeline import SuperResolver, actor_pool, cpu_task_cpus, superresolution_rows, superresolve_grid, superresolve_model
 from srfp.superres.shards import MARKER, PNG_LEVEL, SCHEMA, ModelInfo, make_row, read_shard, shard_folder, shard_status
 from srfp.superres.stages import encode_rows, read_pairs
 
@@ -71,8 +71,8 @@ def test_every_trained_model_gets_one_row_per_photo_following_the_contract(ray_l
         assert json.loads(root.read_text(f"{shard_folder(spec.model_id)}/{MARKER}"))["precision"] == "float32"
         table = read_shard(root, spec.model_id)
         assert table.schema.equals(SCHEMA, check_metadata=False)
+        assert table.column("image_id").to_pylist() == list(manifest.image_id)  # in the manifest's order
         rows = table.to_pandas().set_index("image_id").sort_index()
-        assert list(rows.index) == sorted(manifest.image_id)
         assert (rows.model_id == spec.model_id).all() and (rows.source == "custom").all()
         assert (rows.split == manifest.set_index("image_id").split.sort_index()).all()
         for image_id, row in rows.iterrows():
@@ -158,11 +158,17 @@ def test_the_actor_pool_starts_with_what_the_cluster_fits_and_grows_to_its_limit
     assert (pool.min_size, pool.max_size) == sizes
 
 
+def test_the_pipeline_keeps_the_photos_order_whichever_actor_finishes_first(ray_local, grid):
+    photos = [{"image_id": f"photo-{n}", "tag": "t", "split": "test"} for n in range(3)]
+    rows = superresolution_rows(MODELS[0], grid, "/nonexistent", photos)  # lazy: nothing runs
+    assert rows.context.execution_options.preserve_order
+
+
 @pytest.mark.parametrize("actor, task_cpus", [
-    (Resources(cpus=0.5, gpus=0), 0.5),  # two such actors on two 1-CPU nodes leave half a CPU on each
-    (Resources(cpus=0.25, gpus=0), 0.25),
+    (Resources(cpus=0.5, gpus=0), 0.25),  # two such actors on two 1-CPU nodes leave half a CPU on each
+    (Resources(cpus=1, gpus=0), 0.5),     # the same as the actor's, and the read stage fuses into the actors
     (Resources(cpus=2, gpus=0.5), 1.0),
-    (Resources(cpus=1, gpus=0), 1.0),
+    (Resources(cpus=8, gpus=1), 1.0),
 ])
 def test_a_cpu_stage_task_fits_wherever_another_actor_would(actor, task_cpus):
     assert cpu_task_cpus(SuperresSettings(actor=actor)) == task_cpus

@@ -66,13 +66,15 @@ class SuperResolver:
 
 
 def cpu_task_cpus(settings: SuperresSettings) -> float:
-    """The CPUs of each CPU-stage task: one, or an actor's share where that is a fraction of one CPU.
+    """The CPUs of each CPU-stage task: half an actor's, and at most one.
 
-    Actors with a fraction of a CPU can leave every node less than one free CPU (two 0.5-CPU actors on two
-    1-CPU nodes leave 0.5 on each), and 1-CPU tasks would then wait for ever; a task no larger than an
-    actor fits wherever another actor would.
+    No more than an actor: actors with a fraction of a CPU can leave every node less than one free CPU (two
+    0.5-CPU actors on two 1-CPU nodes leave 0.5 on each), and 1-CPU tasks would then wait for ever, while a
+    smaller task fits wherever another actor would. Not the same as an actor's: Ray Data fuses a task stage
+    into the next actor stage when both ask for the same resources, and the model's actors would then read
+    and downscale photos themselves.
     """
-    return settings.actor.cpus if 0 < settings.actor.cpus < 1 else 1.0
+    return min(1.0, settings.actor.cpus / 2) if settings.actor.cpus else 1.0
 
 
 def actors_that_fit(settings: SuperresSettings) -> int:
@@ -92,16 +94,21 @@ def actor_pool(settings: SuperresSettings, batches: int) -> ray.data.ActorPoolSt
 
 
 def superresolution_rows(spec: SISRSpec, grid: GridSpec, root: str, photos: list[dict]) -> ray.data.Dataset:
-    """The three stages over the photos (lazy): one dataset row per photo."""
+    """The three stages over the photos (lazy): one dataset row per photo, in the photos' order whichever
+    actor finishes first. A classifier reads a shard's rows in its stored order, so a shard whose order
+    followed the actors' timing would train the same classifier differently from run to run (seen on the
+    smoke grid: one shard of three reordered between two runs, and attribution then differed)."""
     settings = grid.superres
     batches = math.ceil(len(photos) / settings.batch_size)
     each_batch = {"batch_size": settings.batch_size, "batch_format": "pyarrow"}
     cpu_task = {"num_cpus": cpu_task_cpus(settings), **each_batch}
-    return (ray.data.from_items(photos, override_num_blocks=batches)
+    rows = (ray.data.from_items(photos, override_num_blocks=batches)
             .map_batches(read_pairs, fn_kwargs={"root": root, "scale": spec.scale}, **cpu_task)
             .map_batches(SuperResolver, fn_constructor_args=(root, grid, spec.model_id), num_cpus=settings.actor.cpus,
                          num_gpus=settings.actor.gpus or None, compute=actor_pool(settings, batches), **each_batch)
             .map_batches(encode_rows, fn_kwargs={"model": ModelInfo.of_spec(spec)}, **cpu_task))
+    rows.context.execution_options.preserve_order = True
+    return rows
 
 
 def superresolve_model(spec: SISRSpec, grid: GridSpec, storage: Storage, photos: list[dict]) -> ray.data.Dataset:
