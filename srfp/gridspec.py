@@ -234,6 +234,7 @@ class SuperresSettings:
     #: Tiles of this many LR pixels a side, each run with ``tile_overlap`` pixels of context; 0: whole photos.
     tile_size: int = at_least(0, default=0)
     tile_overlap: int = at_least(0, default=16)
+    #: Rows in each Parquet part of a shard: part k holds the manifest's photos k * rows_per_file onwards.
     rows_per_file: int = at_least(1, default=100)
     #: float32: no autocast and TF32 off, so images do not depend on a GPU's reduced precisions; bfloat16
     #: only by explicit choice. Each shard's marker records the precision it was made in.

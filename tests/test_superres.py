@@ -26,8 +26,19 @@ from srfp.spec import SISRSpec
 from srfp.status import render_status
 from srfp.storage import Storage
 from srfp.superres.core import superresolve, superresolve_photo
-from srfp.superres.pipeline import SuperResolver, actor_pool, cpu_task_cpus, superresolution_rows, superresolve_grid, superresolve_model
-from srfp.superres.shards import MARKER, PNG_LEVEL, SCHEMA, ModelInfo, make_row, read_shard, shard_folder, shard_status
+from srfp.superres.pipeline import SuperResolver, actor_pool, cpu_task_cpus, pack_shard, superresolve_grid, superresolve_model
+from srfp.superres.shards import (
+    MARKER,
+    PNG_LEVEL,
+    SCHEMA,
+    ModelInfo,
+    make_row,
+    part_file,
+    read_shard,
+    shard_folder,
+    shard_status,
+    stage_row,
+)
 from srfp.superres.stages import encode_rows, read_pairs
 
 MODELS = [SISRSpec("EDSR", "div2k", 2, "L1", 1), SISRSpec("EDSR", "div2k", 4, "L1", 1)]
@@ -124,8 +135,8 @@ def test_a_shard_is_made_in_three_stages_a_batch_at_a_time_with_the_plain_rows_b
     pairs_of_photos = dataclasses.replace(grid, superres=dataclasses.replace(grid.superres, batch_size=2))
     summary = superresolve_model(spec, pairs_of_photos, root, photos).get_stats_summary()
     operators = {op.operator_name: op for op in _operators(summary)}
-    stages = ["MapBatches(read_pairs)", "MapBatches(SuperResolver)", "MapBatches(encode_rows)"]
-    assert list(operators) == ["FromItems", *stages, "Write"]  # no stage fused into its neighbour
+    stages = ["MapBatches(read_pairs)", "MapBatches(SuperResolver)", "MapBatches(stage_rows)"]
+    assert list(operators) == ["FromItems", *stages]  # no stage fused into its neighbour
     for stage in stages:
         assert (operators[stage].output_num_rows.max, operators[stage].output_num_rows.sum) == (2, 7)
     marker = json.loads(root.read_text(f"{shard_folder(spec.model_id)}/{MARKER}"))
@@ -158,10 +169,21 @@ def test_the_actor_pool_starts_with_what_the_cluster_fits_and_grows_to_its_limit
     assert (pool.min_size, pool.max_size) == sizes
 
 
-def test_the_pipeline_keeps_the_photos_order_whichever_actor_finishes_first(ray_local, grid):
-    photos = [{"image_id": f"photo-{n}", "tag": "t", "split": "test"} for n in range(3)]
-    rows = superresolution_rows(MODELS[0], grid, "/nonexistent", photos)  # lazy: nothing runs
-    assert rows.context.execution_options.preserve_order
+def test_a_shard_is_packed_in_the_manifests_order_whatever_order_its_rows_were_staged_in(ray_local, tmp_path):
+    model = ModelInfo("EDSR-div2k-x2-L1-s1", "custom", "EDSR", "div2k", 2, "L1", 1)
+    photos = [{"image_id": f"photo-{n}", "tag": "t", "split": "test"} for n in range(5)]
+    image = np.zeros((4, 4, 3), np.uint8)
+    shards = []
+    for order in ([0, 1, 2, 3, 4], [3, 0, 4, 2, 1]):  # as the workers happened to finish
+        storage = Storage(tmp_path / "-".join(map(str, order)))
+        for position in order:
+            stage_row(storage, model.model_id, position, make_row(model, photos[position], image, image))
+        pack_shard(storage, model.model_id, len(photos), rows_per_file=2, cpus=0.25)
+        assert storage.list(shard_folder(model.model_id), recursive=True) == [
+            part_file(model.model_id, part) for part in range(3)]  # the staged rows are gone
+        assert read_shard(storage, model.model_id).column("image_id").to_pylist() == [p["image_id"] for p in photos]
+        shards.append([storage.read_bytes(part_file(model.model_id, part)) for part in range(3)])
+    assert shards[0] == shards[1]
 
 
 @pytest.mark.parametrize("actor, task_cpus", [

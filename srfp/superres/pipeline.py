@@ -6,13 +6,17 @@ that the CPU work of some batches overlaps the model's work on others:
 1. CPU tasks read each photo and make its (HR, LR) pair with the MATLAB-compatible bicubic;
 2. an autoscaling actor pool runs the model alone (each actor holds it, on a GPU or a share of one when
    the grid asks for it), in ``superres.precision``;
-3. CPU tasks encode each super-resolved image as PNG, score it and make its row.
+3. CPU tasks encode each super-resolved image as PNG, score it, make its row and stage it alone under the
+   shard, named by the photo's place in the manifest.
 
-The CPU stages live in :mod:`srfp.superres.stages`. The rows are written under
-``<root>/sr/model_id=<id>/`` and the shard is marked complete last, with its precision; they are the
-rows :func:`srfp.superres.shards.make_row` makes from :func:`srfp.superres.core.superresolve_photo`,
-byte for byte. Complete shards are skipped; a partial one (an interrupted run) is deleted and redone, so
-a rerun writes exactly what is missing.
+Then tasks pack the staged rows into the shard's Parquet parts of ``superres.rows_per_file`` rows, in the
+manifest's order, and the shard is marked complete last, with its precision. A shard's bytes therefore never
+depend on which worker finished first (a classifier reads the rows in their stored order, so a shard ordered
+by the actors' timing trained the same classifier differently from run to run; Ray Data's ``preserve_order``
+did not prevent it: one CI run swapped two rows). The CPU stages live in :mod:`srfp.superres.stages`. The
+rows are those :func:`srfp.superres.shards.make_row` makes from
+:func:`srfp.superres.core.superresolve_photo`, byte for byte. Complete shards are skipped; a partial one (an
+interrupted run) is deleted and redone, so a rerun writes exactly what is missing.
 """
 
 from __future__ import annotations
@@ -30,13 +34,11 @@ from srfp.sisr.train import is_trained, load_trained
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
 from srfp.superres.core import superresolve
-from srfp.superres.shards import ModelInfo, mark_complete, shard_folder, shard_status
-from srfp.superres.stages import encode_rows, pack_image, read_pairs, unpack_image
+from srfp.superres.shards import STAGED, ModelInfo, mark_complete, pack_part, shard_folder, shard_status
+from srfp.superres.stages import pack_image, read_pairs, stage_rows, unpack_image
 
-#: A Parquet-writing task's CPUs, as a share of a CPU stage task's (it mostly waits on storage). Unlike the
-#: CPU stages' tasks, so that Ray Data does not fuse stage 3 into the write: a fused task would encode
-#: ``rows_per_file`` photos one after the other.
-WRITE_SHARE = 0.25
+#: A packing task's CPUs, as a share of a CPU stage task's: it mostly waits on storage.
+PACK_SHARE = 0.25
 
 
 class SuperresolveFailed(UserError):
@@ -94,33 +96,46 @@ def actor_pool(settings: SuperresSettings, batches: int) -> ray.data.ActorPoolSt
 
 
 def superresolution_rows(spec: SISRSpec, grid: GridSpec, root: str, photos: list[dict]) -> ray.data.Dataset:
-    """The three stages over the photos (lazy): one dataset row per photo, in the photos' order whichever
-    actor finishes first. A classifier reads a shard's rows in its stored order, so a shard whose order
-    followed the actors' timing would train the same classifier differently from run to run (seen on the
-    smoke grid: one shard of three reordered between two runs, and attribution then differed)."""
+    """The three stages over the photos (lazy); each photo's ``position`` in the manifest names its staged row.
+    The dataset's own rows are just the positions staged, in whatever order the workers finish."""
     settings = grid.superres
     batches = math.ceil(len(photos) / settings.batch_size)
     each_batch = {"batch_size": settings.batch_size, "batch_format": "pyarrow"}
     cpu_task = {"num_cpus": cpu_task_cpus(settings), **each_batch}
-    rows = (ray.data.from_items(photos, override_num_blocks=batches)
+    return (ray.data.from_items([{**photo, "position": position} for position, photo in enumerate(photos)],
+                                override_num_blocks=batches)
             .map_batches(read_pairs, fn_kwargs={"root": root, "scale": spec.scale}, **cpu_task)
             .map_batches(SuperResolver, fn_constructor_args=(root, grid, spec.model_id), num_cpus=settings.actor.cpus,
                          num_gpus=settings.actor.gpus or None, compute=actor_pool(settings, batches), **each_batch)
-            .map_batches(encode_rows, fn_kwargs={"model": ModelInfo.of_spec(spec)}, **cpu_task))
-    rows.context.execution_options.preserve_order = True
-    return rows
+            .map_batches(stage_rows, fn_kwargs={"model": ModelInfo.of_spec(spec), "root": root}, **cpu_task))
+
+
+@ray.remote
+def _pack_part(root: str, model_id: str, part: int, positions: range) -> int:
+    return pack_part(Storage(root), model_id, part, positions)
+
+
+def pack_shard(storage: Storage, model_id: str, photos: int, rows_per_file: int, cpus: float) -> None:
+    """Pack a model's staged rows into its parts (one task each, in parallel), then remove the staged rows."""
+    parts = [range(start, min(start + rows_per_file, photos)) for start in range(0, photos, rows_per_file)]
+    ray.get([_pack_part.options(num_cpus=cpus).remote(storage.uri, model_id, part, positions)
+             for part, positions in enumerate(parts)])
+    storage.delete(f"{shard_folder(model_id)}/{STAGED}")
 
 
 def superresolve_model(spec: SISRSpec, grid: GridSpec, storage: Storage, photos: list[dict]) -> ray.data.Dataset:
     """Write one model's complete shard (replacing a partial one); returns the executed dataset, whose
     ``get_stats_summary()`` says where the time went."""
     storage.delete(shard_folder(spec.model_id))
-    rows = superresolution_rows(spec, grid, storage.uri, photos)
-    write_cpus = WRITE_SHARE * cpu_task_cpus(grid.superres)
-    rows.write_parquet(storage.path(shard_folder(spec.model_id)), filesystem=storage.fs,
-                       min_rows_per_file=grid.superres.rows_per_file, ray_remote_args={"num_cpus": write_cpus})
+    staged = superresolution_rows(spec, grid, storage.uri, photos).materialize()
+    positions = sorted(staged.to_pandas()["position"])
+    if positions != list(range(len(photos))):
+        raise RuntimeError(f"{spec.model_id}: {len(positions)} rows staged for {len(photos)} photos; the shard is left "
+                           "unmarked and will be redone")
+    pack_shard(storage, spec.model_id, len(photos), grid.superres.rows_per_file,
+               PACK_SHARE * cpu_task_cpus(grid.superres))
     mark_complete(storage, ModelInfo.of_spec(spec), len(photos), grid.superres.precision)
-    return rows
+    return staged
 
 
 def superresolve_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=print) -> dict[str, str]:

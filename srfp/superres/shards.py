@@ -1,10 +1,12 @@
 """The super-resolved dataset's contract: one folder of Parquet files per model, complete once marked.
 
-``<root>/sr/model_id=<id>/part-*.parquet`` holds one row per photo (the columns of :data:`SCHEMA`);
-``<root>/sr/model_id=<id>/_SUCCESS`` is written last and records the row count, the model's
-hyperparameters, the precision the images were made in and the PNG compression level. A folder without the
-marker is partial: it is deleted and redone, so the finished dataset has exactly one row per
-(model, photo), no duplicates and no partial shards.
+``<root>/sr/model_id=<id>/part-*.parquet`` holds one row per photo (the columns of :data:`SCHEMA`), in the
+photos' manifest order: part ``k`` holds photos ``k * rows_per_file`` onwards. The pipeline first stores
+each row alone under ``_staged/`` (named by the photo's place in the manifest), then packs them into the
+parts, so the order never depends on which worker finished first. ``<root>/sr/model_id=<id>/_SUCCESS`` is
+written last and records the row count, the model's hyperparameters, the precision the images were made in
+and the PNG compression level. A folder without the marker is partial: it is deleted and redone, so the
+finished dataset has exactly one row per (model, photo), no duplicates and no partial shards.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ SCHEMA = pa.schema([
     ("width", pa.int32()), ("psnr", pa.float64()),
 ])
 MARKER = "_SUCCESS"
+#: The sub-folder of a shard where the pipeline stores each row alone before packing them into parts.
+STAGED = "_staged"
 #: zlib level of the stored PNGs. Lossless at any level, so no pixel depends on it, but Table 5's PNG bits
 #: per pixel do, so each shard's marker records it. Measured on 960 px images (bench/png_levels.py, README),
 #: level 4 encodes in about half the time of level 6 (Pillow's default) for 1.5-3.2% more bytes and the
@@ -38,6 +42,33 @@ UNKNOWN_PRECISION = "unknown"
 
 def shard_folder(model_id: str) -> str:
     return f"sr/model_id={model_id}"
+
+
+def part_file(model_id: str, part: int) -> str:
+    return f"{shard_folder(model_id)}/part-{part:05d}.parquet"
+
+
+def staged_row_file(model_id: str, position: int) -> str:
+    """Where the pipeline stores the row of the manifest's ``position``-th photo until it is packed."""
+    return f"{shard_folder(model_id)}/{STAGED}/{position:08d}.parquet"
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def stage_row(storage: Storage, model_id: str, position: int, row: dict) -> None:
+    storage.write_bytes(staged_row_file(model_id, position), _parquet_bytes(pa.Table.from_pylist([row], schema=SCHEMA)))
+
+
+def pack_part(storage: Storage, model_id: str, part: int, positions: range) -> int:
+    """Write one part of a shard from the staged rows of ``positions``, in that order; returns its rows."""
+    table = pa.concat_tables([pq.read_table(io.BytesIO(storage.read_bytes(staged_row_file(model_id, position))))
+                              for position in positions])
+    storage.write_bytes(part_file(model_id, part), _parquet_bytes(table))
+    return table.num_rows
 
 
 @dataclass(frozen=True)
@@ -83,7 +114,7 @@ def shard_status(storage: Storage, model_id: str) -> ShardStatus:
     folder = shard_folder(model_id)
     if storage.is_file(f"{folder}/{MARKER}"):
         return ShardStatus(model_id, "complete", json.loads(storage.read_text(f"{folder}/{MARKER}"))["rows"])
-    files = storage.list(folder)
+    files = storage.list(folder, recursive=True)
     return ShardStatus(model_id, "partial" if files else "missing", 0)
 
 
@@ -122,7 +153,5 @@ def read_shard(storage: Storage, model_id: str, columns: list[str] | None = None
 def write_shard(storage: Storage, model: ModelInfo, rows: list[dict], precision: str) -> None:
     """Write a whole shard in one Parquet file, then its marker (for shards made outside Ray Data)."""
     storage.delete(shard_folder(model.model_id))
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
-    storage.write_bytes(f"{shard_folder(model.model_id)}/part-00000.parquet", sink.getvalue())
+    storage.write_bytes(part_file(model.model_id, 0), _parquet_bytes(pa.Table.from_pylist(rows, schema=SCHEMA)))
     mark_complete(storage, model, len(rows), precision)

@@ -1,9 +1,9 @@
 """The CPU stages of the super-resolution pipeline (see :mod:`srfp.superres.pipeline`), free of torch.
 
-Stage 1 reads photos and makes their (HR, LR) pairs, stage 3 turns super-resolved images into dataset
-rows; stage 2, the model, is the pipeline's actor. Between stages the images travel as ``.npy`` bytes.
-Nothing here imports torch, so the Ray workers running these tasks start in about a second rather than
-the several seconds torch takes.
+Stage 1 reads photos and makes their (HR, LR) pairs, stage 3 turns super-resolved images into dataset rows
+and stages each one under its shard, named by the photo's place in the manifest; stage 2, the model, is the
+pipeline's actor. Between stages the images travel as ``.npy`` bytes. Nothing here imports torch, so the Ray
+workers running these tasks start in about a second rather than the several seconds torch takes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pyarrow as pa
 from srfp.images import downscale
 from srfp.photos import read_photo
 from srfp.storage import Storage
-from srfp.superres.shards import SCHEMA, ModelInfo, make_row
+from srfp.superres.shards import SCHEMA, ModelInfo, make_row, stage_row
 
 
 def pack_image(image: np.ndarray) -> bytes:
@@ -42,3 +42,12 @@ def encode_rows(batch: pa.Table, model: ModelInfo) -> pa.Table:
     """Stage 3: each super-resolved image's dataset row (lossless PNG, Y-PSNR against its HR image)."""
     rows = [make_row(model, photo, unpack_image(photo["hr"]), unpack_image(photo["sr"])) for photo in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def stage_rows(batch: pa.Table, model: ModelInfo, root: str) -> pa.Table:
+    """Stage 3 in the pipeline: store each photo's row alone, named by its ``position`` in the manifest (the
+    shard's parts are packed from them in that order); returns the positions stored."""
+    storage = Storage(root)
+    for position, row in zip(batch.column("position").to_pylist(), encode_rows(batch, model).to_pylist()):
+        stage_row(storage, model.model_id, position, row)
+    return batch.select(["position"])
