@@ -30,6 +30,9 @@ DEFAULT_MAX_MEGAPIXELS = 50.0
 #: before srfp's, warns above it and refuses twice it, so that srfp's check (which names the limit) decides.
 MAX_MEGAPIXELS_ALLOWED = 200.0
 Image.MAX_IMAGE_PIXELS = int(MAX_MEGAPIXELS_ALLOWED * 1e6)
+#: The most values (pixels x channels) of output computed at once by ``imresize``: its memory beyond its
+#: input and output is a few such blocks in float64 (8 MiB each), whatever the size of the image.
+BLOCK_VALUES = 1 << 20
 
 
 # ---------------------------------------------------------------- bicubic
@@ -68,12 +71,31 @@ def _round_half_away(values: np.ndarray) -> np.ndarray:
 
 
 def _resize_axis(image: np.ndarray, axis: int, out_length: int, scale: float, to_uint8: bool) -> np.ndarray:
+    """Resize along ``axis``, a block of output lines at a time (uint8 in and out when ``to_uint8``)."""
     weights, indices = _contributions(image.shape[axis], out_length, scale)
-    moved = np.moveaxis(image, axis, 0).astype(np.float64)
-    out = np.einsum("ok,ok...->o...", weights, moved[indices])
-    if to_uint8:
-        out = np.clip(_round_half_away(out), 0, 255)
+    source = np.moveaxis(image, axis, 0)
+    out = np.empty((out_length, *source.shape[1:]), np.uint8 if to_uint8 else np.float64)
+    lines_per_block = max(1, BLOCK_VALUES // max(1, math.prod(source.shape[1:])))
+    for start in range(0, out_length, lines_per_block):
+        block = slice(start, start + lines_per_block)
+        out[block] = _weighted_lines(source, weights[block], indices[block], to_uint8)
     return np.moveaxis(out, 0, axis)
+
+
+def _weighted_lines(source: np.ndarray, weights: np.ndarray, indices: np.ndarray, to_uint8: bool) -> np.ndarray:
+    """Each output line's weighted sum of its source lines in float64, tap after tap from zero.
+
+    The order of the sum is that of ``np.einsum("ok,ok...->o...")`` over whole gathers, which srfp used
+    before: the photos stay bit-identical. Only one source line per output line is gathered at a time, in
+    its own dtype (uint8 stays uint8 until the multiplication).
+    """
+    shape = (len(weights), *source.shape[1:])
+    total, term = np.zeros(shape), np.empty(shape)
+    per_line = (slice(None),) + (None,) * (source.ndim - 1)
+    for tap in range(weights.shape[1]):
+        np.multiply(source[indices[:, tap]], weights[:, tap][per_line], out=term)
+        total += term
+    return np.clip(_round_half_away(total), 0, 255) if to_uint8 else total
 
 
 def imresize(image: np.ndarray, scale: float | None = None, output_shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -93,7 +115,7 @@ def imresize(image: np.ndarray, scale: float | None = None, output_shape: tuple[
     out = image
     for axis in sorted((0, 1), key=lambda a: scales[a]):  # stable: rows first on ties
         out = _resize_axis(out, axis, output_shape[axis], scales[axis], to_uint8)
-    return out.astype(np.uint8) if to_uint8 else out
+    return out
 
 
 def crop_to_multiple(image: np.ndarray, scale: int) -> np.ndarray:

@@ -1,12 +1,15 @@
 """Images: MATLAB-exact bicubic, Y-channel PSNR, and decoding of every common kind of file."""
 
 import io
+import math
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from srfp import images
 from srfp.images import (
     ImageDecodeError,
     crop_to_multiple,
@@ -41,6 +44,52 @@ def test_bicubic_matches_matlab_on_set5(shared_data, scale):
 def test_bicubic_reproduces_the_golden_fixture(scale):
     hr = read_image(FIXTURES / "chelsea_hr.png")
     np.testing.assert_array_equal(imresize(hr, scale=1 / scale), read_image(FIXTURES / f"chelsea_x{scale}.png"))
+
+
+def whole_gather_imresize(image, scales, output_shape):
+    """srfp's imresize before it worked in blocks: each pass one einsum over the whole image's gather."""
+    out = image
+    for axis in sorted((0, 1), key=lambda a: scales[a]):
+        weights, indices = images._contributions(out.shape[axis], output_shape[axis], scales[axis])
+        moved = np.moveaxis(out, axis, 0).astype(np.float64)
+        out = np.moveaxis(np.einsum("ok,ok...->o...", weights, moved[indices]), 0, axis)
+        if image.dtype == np.uint8:
+            out = np.clip(images._round_half_away(out), 0, 255)
+    return out.astype(np.uint8) if image.dtype == np.uint8 else out
+
+
+@pytest.mark.parametrize("block_values", [images.BLOCK_VALUES, 64, 1])
+def test_bicubic_in_blocks_is_bit_identical_to_whole_image_gathers(monkeypatch, block_values):
+    monkeypatch.setattr(images, "BLOCK_VALUES", block_values)
+    rng = np.random.default_rng(block_values)
+    for case in range(24):
+        height, width = (int(side) for side in rng.integers(1, 70, 2))
+        image = (rng.integers(0, 256, (height, width, 3), dtype=np.uint8), rng.random((height, width, 3)) * 300 - 20,
+                 rng.random((height, width)))[case % 3]
+        if case % 2:
+            scale = float(rng.choice([1 / 4, 1 / 3, 0.37, 0.5, 1.7, 3]))
+            ours = imresize(image, scale=scale)
+            theirs = whole_gather_imresize(image, (scale, scale), (math.ceil(height * scale), math.ceil(width * scale)))
+        else:
+            shape = (int(rng.integers(1, 90)), int(rng.integers(1, 90)))
+            ours = imresize(image, output_shape=shape)
+            theirs = whole_gather_imresize(image, (shape[0] / height, shape[1] / width), shape)
+        assert ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(ours, theirs)
+        np.testing.assert_array_equal(np.signbit(ours), np.signbit(theirs))
+
+
+def test_shrinking_a_large_photo_takes_the_memory_of_blocks_not_of_the_photo():
+    photo = np.random.default_rng(0).integers(0, 256, (4000, 3000, 3), dtype=np.uint8)  # 34 MiB
+    tracemalloc.start()
+    try:
+        shrunk = fit_long_side(photo, 960)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert shrunk.shape == (960, 720, 3) and shrunk.dtype == np.uint8
+    # The first pass's uint8 output (8 MiB) and a few float64 blocks of 8 MiB; whole gathers took 1.4 GiB.
+    assert peak < 64 * 2**20
 
 
 def test_bicubic_upsampling_of_set5_gives_the_literatures_psnr(shared_data):
