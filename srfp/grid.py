@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 
 from srfp.calibration import load_calibration
 from srfp.download import DATASETS, download
 from srfp.errors import UserError
 from srfp.flickr import REDISTRIBUTABLE, FlickrError
 from srfp.gridspec import load_grid
+from srfp.lease import Lease
 from srfp.photos import build_photos
 from srfp.plan import Plan
 from srfp.published import load_catalogue
@@ -188,9 +191,9 @@ def parser() -> argparse.ArgumentParser:
                                    description="Fingerprints of super-resolution networks, at cluster scale.")
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, function, help_text, grid=True, root=False, ray=False, only=True):
+    def command(name, function, help_text, grid=True, root=False, ray=False, only=True, leases=()):
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(function=function)
+        sub.set_defaults(function=function, leases=leases)
         if grid:
             sub.add_argument("--grid", default="smoke",
                              help="grid file, or a bundled grid name: smoke (default), paper")
@@ -214,12 +217,12 @@ def parser() -> argparse.ArgumentParser:
                       help="training speeds measured by bench/train_throughput.py --json FILE: the training cost "
                            "becomes measured GPU-hours instead of the grid's estimate")
     photos = command("photos", cmd_photos, "build the photo set (Flickr1K) every model super-resolves", root=True,
-                     only=False)
+                     only=False, leases=("photos",))
     photos_commands = photos.add_subparsers(dest="photos_command", metavar="ACTION")
     gather = photos_commands.add_parser("collect", help="collect a photo source from Flickr, one folder per tag",
                                         description="collect a photo source from Flickr, one folder per tag, with "
                                                     "sources.csv crediting every photo")
-    gather.set_defaults(function=cmd_photos_collect)
+    gather.set_defaults(function=cmd_photos_collect, leases=())
     gather.add_argument("--tags", required=True, help="Flickr tags, comma-separated, e.g. city,food,landscape")
     gather.add_argument("--per-tag", required=True, type=int, metavar="N", help="photos to keep per tag")
     gather.add_argument("--dest", required=True, help="folder to collect into, or s3://bucket/prefix")
@@ -230,23 +233,23 @@ def parser() -> argparse.ArgumentParser:
     gather.add_argument("--api-key-file", default=None, metavar="FILE",
                         help="file holding the Flickr API key (default: $FLICKR_API_KEY)")
     train = command("train", cmd_train, "train every model of the grid as Ray Tune trials, skipping finished ones",
-                    root=True, ray=True)
+                    root=True, ray=True, leases=("train",))
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted run; always done: finished models are skipped and "
                             "unfinished ones continue from their checkpoints")
     command("superresolve", cmd_superresolve, "super-resolve the photo set with every trained model (Ray Data)",
-            root=True, ray=True)
+            root=True, ray=True, leases=("superresolve",))
     ingest = command("ingest", cmd_ingest, "import images super-resolved elsewhere, one folder per model",
-                     root=True, only=False)
+                     root=True, only=False, leases=("superresolve",))
     ingest.add_argument("folder", help="folder with one subfolder per model, each with a model.yaml")
     attribute = command("attribute", cmd_attribute, "train and test the attribution classifier (Ray Train)",
-                        root=True, ray=True, only=False)
+                        root=True, ray=True, only=False, leases=("classify",))
     attribute.add_argument("--published", action="store_true",
                            help="attribute the ingested published models instead of the grid's")
     attribute.add_argument("--init-from", default=None, metavar="TASK",
                            help="start from this classifier's backbone (default with --published: attribution)")
     parse = command("parse", cmd_parse, "train and test parsers that infer a hyperparameter (Ray Train)",
-                    root=True, ray=True, only=False)
+                    root=True, ray=True, only=False, leases=("classify",))
     parse.add_argument("--holdout", default=None, metavar="VALUE",
                        help="the held-out value (e.g. rcan, L1, resnet_gan, flickr2k, s3): trained without it, tested on it")
     parse.add_argument("--target", default=None, choices=TARGETS,
@@ -254,11 +257,12 @@ def parser() -> argparse.ArgumentParser:
                             "without --holdout: the parser trained on every model")
     parse.add_argument("--all", action="store_true", help="every parser of the grid file")
     command("classify", cmd_classify, "every classifier of the grid file: attribution, every parser, and attribution "
-            "of the ingested published models (Ray Train)", root=True, ray=True)
+            "of the ingested published models (Ray Train)", root=True, ray=True, leases=("classify",))
     command("report", cmd_report, "write the study's tables and figures for what the run has computed",
-            root=True, only=False)
+            root=True, only=False, leases=("report",))
     command("status", cmd_status, "show what every stage has finished, from storage alone", root=True)
-    command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True, ray=True)
+    command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True, ray=True,
+            leases=("photos", "train", "superresolve", "classify", "report"))
     data = command("data", None, "get the training datasets", grid=False)
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = data_commands.add_parser("download", help="download DIV2K and Flickr2K and verify their checksums")
@@ -274,10 +278,24 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+@contextmanager
+def _stage_leases(args, argv: list[str]):
+    """Hold, while the command runs, the lease of every stage it writes (a command that only reads takes none),
+    so that a second command writing the same stage of the same root stops before any work."""
+    with ExitStack() as held:
+        if args.leases:
+            storage = _root(args, load_grid(args.grid))
+            command = shlex.join(["python", "-m", "srfp.grid", *argv])
+            for stage in args.leases:
+                held.enter_context(Lease(storage, stage, command))
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     try:
-        with credentials_out_of_environment():  # out of every Ray log
+        with credentials_out_of_environment(), _stage_leases(args, argv):  # keys out of every Ray log
             args.function(args)
     except UserError as error:  # the user's to fix: one line, exit status 2, no traceback
         print(f"error: {error}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from srfp.classify.loop import read_progress
 from srfp.classify.results import is_complete, read_result, task_folder
+from srfp.lease import running
 from srfp.photos import MANIFEST
 from srfp.plan import Plan
 from srfp.sisr.train import is_trained, training_progress
@@ -13,6 +14,7 @@ from srfp.superres.shards import shard_status
 
 def render_status(plan: Plan, storage: Storage) -> str:
     lines = [f"status of {storage.uri} (grid {plan.grid.name}, {len(plan.models)} models)",
+             *(f"running       {holder.stage}: {holder.describe()}" for holder in running(storage)),
              f"photos        {'built' if storage.is_file(MANIFEST) else 'missing: run `photos`'}"]
     trained = superresolved = 0
     rows = []

@@ -48,6 +48,12 @@ class S3Settings:
             options.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme)
         return pafs.S3FileSystem(**options)
 
+    def client(self):
+        """A boto3 S3 client with the same settings, for what pyarrow cannot send (a conditional put)."""
+        import boto3
+
+        return boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint)
+
 
 def require_credentials(uri: str) -> None:
     """Fail early, and say what to set, when the AWS credential chain has no credentials at all."""
@@ -149,6 +155,14 @@ def _local_cause(error: OSError) -> str | None:
     return os.strerror(error.errno) if error.errno else error.strerror
 
 
+def _write_synced(path: str, data: bytes) -> None:
+    """Write a new local file and flush it to the disk."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 class Storage:
     """Files under a root URI. Paths given to its methods are relative, with ``/`` separators."""
 
@@ -161,8 +175,8 @@ class Storage:
             if "@" in parsed.netloc:
                 raise StorageError("an s3:// root must not hold credentials; use the AWS environment variables, "
                                    "AWS_PROFILE or an instance profile")
-            settings = S3Settings.from_env()
-            self.fs, self.endpoint = settings.filesystem(), settings.endpoint
+            self.settings = S3Settings.from_env()
+            self.fs, self.endpoint = self.settings.filesystem(), self.settings.endpoint
             require_credentials(self.uri)
             self.base = posixpath.join(parsed.netloc, parsed.path.strip("/")).rstrip("/")
         else:
@@ -278,10 +292,7 @@ class Storage:
                 return
             self.fs.create_dir(posixpath.dirname(target), recursive=True)
             try:
-                with open(temporary, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                _write_synced(temporary, data)
                 os.replace(temporary, target)
             finally:
                 if os.path.exists(temporary):
@@ -291,6 +302,41 @@ class Storage:
 
     def write_text(self, relative: str, text: str) -> None:
         self.write_bytes(relative, text.encode("utf-8"))
+
+    def create_exclusive(self, relative: str, data: bytes) -> bool:
+        """Create a file only if none is there, atomically: of two callers, exactly one gets True. Readers see
+        the whole content or no file. Local: a hard link of a complete temporary file (fails if the name
+        exists). S3: a PUT with ``If-None-Match: *``, which AWS S3 and MinIO honour (a server that ignores the
+        header would let both succeed)."""
+        target = self.path(relative)
+
+        def create_local() -> bool:
+            self.fs.create_dir(posixpath.dirname(target), recursive=True)
+            temporary = f"{target}.tmp-{uuid.uuid4().hex}"
+            try:
+                _write_synced(temporary, data)
+                os.link(temporary, target)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                if os.path.exists(temporary):
+                    os.unlink(temporary)
+
+        def create_remote() -> bool:
+            from botocore.exceptions import ClientError
+
+            bucket, key = target.split("/", 1)
+            try:
+                self.settings.client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                return True
+            except ClientError as error:
+                if error.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise OSError(str(error)) from None  # named by _call, as pyarrow's errors are
+
+        return self._call("write", relative, create_remote if self.remote else create_local)
+
 
     def _entries(self, relative: str, recursive: bool, kind: pafs.FileType) -> list[str]:
         selector = pafs.FileSelector(self.path(relative), recursive=recursive, allow_not_found=True)
