@@ -53,7 +53,12 @@ def cmd_photos(args) -> None:
         from srfp.collect import collect_source
 
         collect_source(grid.photos)
-    build_photos(grid.photos, root)
+    build_photos(grid.photos, root, force=_forced(args, "photos"))
+
+
+def _forced(args, stage: str) -> bool:
+    """Whether the command was asked to delete and redo ``stage`` (``STAGE --force``, ``run --force STAGE``)."""
+    return stage in (getattr(args, "force", None) or ())
 
 
 def cmd_photos_collect(args) -> None:
@@ -76,11 +81,13 @@ def _licence_ids(text: str) -> tuple[int, ...]:
 
 def cmd_train(args) -> None:
     from srfp.cluster import connect  # Ray and torch load only for the stages that need them
+    from srfp.sisr.train import prepare_training
     from srfp.sisr.tuning import train_grid
 
     grid = load_grid(args.grid)
     plan = Plan.of(grid, args.only)
     storage = _root(args, grid)
+    prepare_training(storage, plan.models, grid, force=_forced(args, "train"))
     connect(args.address)
     table = train_grid(grid, plan.models, storage)
     print(f"validation PSNR (Y, dB) of {len(table)} trained models, also in {storage.uri_of('models/psnr.csv')}:")
@@ -90,10 +97,13 @@ def cmd_train(args) -> None:
 def cmd_superresolve(args) -> None:
     from srfp.cluster import connect
     from srfp.superres.pipeline import superresolve_grid
+    from srfp.superres.shards import prepare_shards
 
     grid = load_grid(args.grid)
+    specs, storage = Plan.of(grid, args.only).models, _root(args, grid)
+    prepare_shards(storage, specs, grid.superres.precision, force=_forced(args, "superresolve"))
     connect(args.address)
-    superresolve_grid(grid, Plan.of(grid, args.only).models, _root(args, grid))
+    superresolve_grid(grid, specs, storage)
 
 
 def cmd_ingest(args) -> None:
@@ -171,6 +181,10 @@ PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos), ("train", cmd_train), ("
             ("classify", cmd_classify), ("report", cmd_report))
 
 
+#: The stages whose work ``--force`` deletes and redoes.
+FORCEABLE = ("photos", "train", "superresolve")
+
+
 def cmd_run(args) -> None:
     started = time.monotonic()
     for name, stage in PIPELINE:
@@ -208,6 +222,11 @@ def parser() -> argparse.ArgumentParser:
                              help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
         return sub
 
+    def force_option(sub, stage, work):
+        sub.add_argument("--force", action="store_const", const=[stage], default=None,
+                         help=f"delete {work} first and redo it (when it was made with other settings: see README, "
+                              "\"What survives what\")")
+
     plan = command("plan", cmd_plan, "print every model, task and the rough cost of a grid, and the published "
                    "models of grids/published.yaml")
     plan.add_argument("--root", default=None,
@@ -218,6 +237,7 @@ def parser() -> argparse.ArgumentParser:
                            "becomes measured GPU-hours instead of the grid's estimate")
     photos = command("photos", cmd_photos, "build the photo set (Flickr1K) every model super-resolves", root=True,
                      only=False, leases=("photos",))
+    force_option(photos, "photos", "the stored photo set")
     photos_commands = photos.add_subparsers(dest="photos_command", metavar="ACTION")
     gather = photos_commands.add_parser("collect", help="collect a photo source from Flickr, one folder per tag",
                                         description="collect a photo source from Flickr, one folder per tag, with "
@@ -237,8 +257,11 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted run; always done: finished models are skipped and "
                             "unfinished ones continue from their checkpoints")
-    command("superresolve", cmd_superresolve, "super-resolve the photo set with every trained model (Ray Data)",
-            root=True, ray=True, leases=("superresolve",))
+    force_option(train, "train", "the selected models' weights, records and checkpoints")
+    superresolve = command("superresolve", cmd_superresolve,
+                           "super-resolve the photo set with every trained model (Ray Data)",
+                           root=True, ray=True, leases=("superresolve",))
+    force_option(superresolve, "superresolve", "the selected models' shards")
     ingest = command("ingest", cmd_ingest, "import images super-resolved elsewhere, one folder per model",
                      root=True, only=False, leases=("superresolve",))
     ingest.add_argument("folder", help="folder with one subfolder per model, each with a model.yaml")
@@ -261,8 +284,10 @@ def parser() -> argparse.ArgumentParser:
     command("report", cmd_report, "write the study's tables and figures for what the run has computed",
             root=True, only=False, leases=("report",))
     command("status", cmd_status, "show what every stage has finished, from storage alone", root=True)
-    command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True, ray=True,
-            leases=("photos", "train", "superresolve", "classify", "report"))
+    run = command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True,
+                  ray=True, leases=("photos", "train", "superresolve", "classify", "report"))
+    run.add_argument("--force", action="append", default=None, choices=FORCEABLE, metavar="STAGE",
+                     help=f"delete a stage's work first and redo it: {', '.join(FORCEABLE)} (repeat for several)")
     data = command("data", None, "get the training datasets", grid=False)
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = data_commands.add_parser("download", help="download DIV2K and Flickr2K and verify their checksums")

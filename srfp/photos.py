@@ -6,8 +6,10 @@ skipping unreadable files, those under ``min_megapixels`` or (from their header,
 are kept (all, when unset). Each kept photo is shrunk to ``long_side`` pixels on its longer side with the
 MATLAB bicubic and stored as ``<root>/photos/<image_id>.png``. Photos are split train/val/test by photo,
 stratified by tag so every split gets its share of each tag. ``<root>/photos/manifest.parquet`` is written
-last; a rerun reuses the photos already stored. When the source is a Flickr collection (``photos collect``),
-the manifest carries each photo's owner, licence and page from its ``sources.csv``.
+last; a rerun reuses the photos already stored. Their settings are recorded first, in
+``<root>/photos/settings.json``: a rerun with other settings stops before any work (see srfp.provenance).
+When the source is a Flickr collection (``photos collect``), the manifest carries each photo's owner,
+licence and page from its ``sources.csv``.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from srfp.collect import read_sources
 from srfp.datasets import DatasetError, image_files, resolve_source
 from srfp.gridspec import PhotoSettings
 from srfp.images import ImageDecodeError, decode_image, encode_png, fit_long_side
+from srfp.provenance import check_unchanged, digest
 from srfp.storage import Storage
 
 SPLITS = ("train", "val", "test")
 #: Each photo's credit, from a collected source's sources.csv; null for the photos it does not list.
 CREDIT_COLUMNS = ("owner_name", "license", "license_url", "page_url")
 MANIFEST = "photos/manifest.parquet"
+#: The photo settings the stored photos were made with, written before the first photo.
+SETTINGS = "photos/settings.json"
 
 
 @dataclass
@@ -101,8 +106,30 @@ def link_out_of(source: Storage, path: str) -> str | None:
     return None if real.is_relative_to(source.base) else real.as_posix()
 
 
-def build_photos(settings: PhotoSettings, root: Storage, log=print) -> PhotoReport:
-    """Build ``<root>/photos`` from ``settings.source``; returns what was kept and skipped."""
+def prepare_photos(settings: PhotoSettings, root: Storage, force: bool = False) -> None:
+    """Before any photo is made: with ``force``, delete the stored photos; remove the temporaries of killed
+    writes; stop with :class:`~srfp.provenance.StaleWork` when the stored photos were made with other settings
+    (or by an srfp that did not record them); then record the settings, before the first photo."""
+    if force:
+        root.delete("photos")
+    root.remove_stale_temporaries("photos")
+    stored = json.loads(root.read_text(SETTINGS)) if root.is_file(SETTINGS) else {}
+    if stored or root.list("photos"):
+        check_unchanged(f"the photo set {root.uri_of('photos')}", stored, asdict(settings), "photos")
+    root.write_text(SETTINGS, json.dumps(asdict(settings), sort_keys=True))
+
+
+def photos_digest(root: Storage) -> str:
+    """The digest of the stored photo set: its recorded settings (which fix every photo's pixels) and the
+    manifest's photos, tags, splits and sizes, in order. Equal whenever a shard made from it still holds."""
+    manifest = read_manifest(root)[["image_id", "tag", "split", "height", "width"]]
+    settings = json.loads(root.read_text(SETTINGS)) if root.is_file(SETTINGS) else None
+    return digest({"settings": settings, "photos": manifest.to_dict("split")})
+
+
+def build_photos(settings: PhotoSettings, root: Storage, log=print, force: bool = False) -> PhotoReport:
+    """Build ``<root>/photos`` from ``settings.source`` (``force``: afresh); returns what was kept and skipped."""
+    prepare_photos(settings, root, force)
     source = resolve_source(settings.source)
     credits = photo_credits(source)
     tags = [d.rsplit("/", 1)[-1] for d in source.list_dirs()]

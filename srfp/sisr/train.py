@@ -4,7 +4,9 @@ Outputs in the storage root: ``checkpoints/<model_id>.pt`` every ``checkpoint_ev
 restarted trial continues from it, on any device) and after it ``checkpoints/<model_id>.json``, the
 progress ``status`` shows; then ``models/<model_id>.safetensors`` and, last, the completion record
 ``models/<model_id>.json`` (the spec, settings, validation PSNR, throughput). A model whose record exists
-is finished and never trained again; its checkpoint and progress are removed.
+is finished and never trained again; its checkpoint and progress are removed. Both the record and the
+progress keep the settings the model is trained with: :func:`prepare_training` stops a rerun whose grid
+changes its weights otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from srfp.datasets import training_images, validation_images
 from srfp.devices import autocast, choose_device, image_precision
 from srfp.gridspec import AdversarialSettings, GridSpec
 from srfp.images import psnr_y
+from srfp.provenance import check_unchanged, normalised
 from srfp.sisr.acceleration import CapturedStep, StepOptions, adam, learning_rates, load_optimizer, memory_format, step_options
 from srfp.sisr.archs import create_model
 from srfp.sisr.data import BatchPrefetcher, PairCache, PatchSampler, image_to_tensor, tensor_to_image
@@ -57,6 +60,50 @@ def training_progress(storage: Storage, model_id: str) -> dict | None:
     ``train_seconds``, ``time``), or None; reads a few bytes, never the checkpoint."""
     path = progress_path(model_id)
     return json.loads(storage.read_text(path)) if storage.is_file(path) else None
+
+
+def made_with(spec: SISRSpec, grid: GridSpec) -> dict:
+    """The settings a model is trained with, as its record and its checkpoint's progress keep them."""
+    return {"arch_options": grid.archs.get(spec.arch, {}), "training": dataclasses.asdict(grid.training)}
+
+
+def weight_settings(spec: SISRSpec, record: dict) -> dict:
+    """The settings of a record holding :func:`made_with` that change the model's weights; how it runs (devices,
+    trials, CUDA graphs, checkpoints) does not. Values missing from an older record are None."""
+    record = normalised(record)
+    training = record.get("training", {})
+    adversarial = training.get("adversarial", {})
+    settings = {"arch_options": record.get("arch_options"),
+                **{name: training.get(name) for name in ("iterations", "batch_size", "learning_rate",
+                                                         "lr_halve_every")},
+                "patch_size": adversarial.get("patch_size") if spec.is_adversarial
+                else training.get("patch_size", {}).get(str(spec.scale))}
+    if spec.is_adversarial:
+        settings.update(adversarial=adversarial, pretrained_perceptual=training.get("pretrained_perceptual"))
+    return settings
+
+
+def forget_model(storage: Storage, model_id: str) -> None:
+    """Delete a model's record, weights, checkpoint and progress: it is trained afresh."""
+    for path in (record_path(model_id), weights_path(model_id), checkpoint_path(model_id), progress_path(model_id)):
+        storage.delete(path)
+
+
+def prepare_training(storage: Storage, specs: list[SISRSpec], grid: GridSpec, force: bool = False) -> None:
+    """Before any training: with ``force``, forget the models; remove the temporaries of killed writes; stop with
+    :class:`~srfp.provenance.StaleWork` when a finished model or a checkpoint was trained with other settings
+    that change its weights."""
+    for folder in ("models", "checkpoints"):
+        storage.remove_stale_temporaries(folder)
+    for spec in specs:
+        if force:
+            forget_model(storage, spec.model_id)
+        current = weight_settings(spec, made_with(spec, grid))
+        for path, what in ((record_path(spec.model_id), "the trained model"),
+                           (progress_path(spec.model_id), "the checkpoint")):
+            if storage.is_file(path):
+                stored = weight_settings(spec, json.loads(storage.read_text(path)))
+                check_unchanged(f"{what} {storage.uri_of(path)}", stored, current, "train")
 
 
 def build_model(spec: SISRSpec, grid: GridSpec) -> torch.nn.Module:
@@ -250,7 +297,7 @@ def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callab
             window_iterations += 1
             if state.iteration % settings.checkpoint_every == 0 or state.iteration == settings.iterations:
                 _synchronise(device)
-                metrics = _checkpoint_window(spec, settings, storage, state, losses, validation, device,
+                metrics = _checkpoint_window(spec, grid, storage, state, losses, validation, device,
                                              window_iterations, time.perf_counter() - window_start)
                 report(metrics)
                 window_start, window_iterations = time.perf_counter(), 0
@@ -259,34 +306,34 @@ def train_model(spec: SISRSpec, grid: GridSpec, storage: Storage, report: Callab
     return _finish(spec, grid, storage, state, metrics, resumed_from, device, node)
 
 
-def _checkpoint_window(spec, settings, storage, state: _State, losses, validation, device,
+def _checkpoint_window(spec, grid, storage, state: _State, losses, validation, device,
                        window_iterations: int, elapsed: float) -> dict:
     """At a checkpoint: count the window's training time, validate, write the checkpoint; returns the metrics."""
     state.seconds += elapsed
     metrics = {"iteration": state.iteration,
                **{f"loss_{name}": float(value.detach()) for name, value in losses.items()},
                "val_psnr": validate(state.model, validation, device),
-               "images_per_second": window_iterations * settings.batch_size / elapsed,
+               "images_per_second": window_iterations * grid.training.batch_size / elapsed,
                "learning_rate": state.scheduler.get_last_lr()[0]}
-    _write_checkpoint(storage, spec.model_id, state, metrics["val_psnr"], settings.iterations)
+    _write_checkpoint(storage, spec, grid, state, metrics["val_psnr"])
     return metrics
 
 
-def _write_checkpoint(storage: Storage, model_id: str, state: _State, val_psnr: float, iterations: int) -> None:
-    """The checkpoint, then the progress written beside it."""
+def _write_checkpoint(storage: Storage, spec: SISRSpec, grid: GridSpec, state: _State, val_psnr: float) -> None:
+    """The checkpoint, then the progress written beside it (with the settings it is trained with)."""
     buffer = io.BytesIO()
     torch.save(state.state_dict(), buffer)
-    storage.write_bytes(checkpoint_path(model_id), buffer.getvalue())
-    progress = {"iteration": state.iteration, "iterations": iterations, "val_psnr": val_psnr,
-                "train_seconds": round(state.seconds, 3), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    storage.write_text(progress_path(model_id), json.dumps(progress))
+    storage.write_bytes(checkpoint_path(spec.model_id), buffer.getvalue())
+    progress = {"iteration": state.iteration, "iterations": grid.training.iterations, "val_psnr": val_psnr,
+                "train_seconds": round(state.seconds, 3), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **made_with(spec, grid)}
+    storage.write_text(progress_path(spec.model_id), json.dumps(progress))
 
 
 def _finish(spec, grid, storage, state: _State, metrics: dict, resumed_from: int, device, node: str) -> dict:
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in state.model.state_dict().items()}
     storage.write_bytes(weights_path(spec.model_id), save_safetensors(weights, metadata={"model_id": spec.model_id}))
-    record = {**spec.as_dict(), "arch_options": grid.archs.get(spec.arch, {}), "grid": grid.name,
-              "training": dataclasses.asdict(grid.training),
+    record = {**spec.as_dict(), **made_with(spec, grid), "grid": grid.name,
               "iterations": state.iteration, "val_psnr": metrics.get("val_psnr"),
               "images_per_second": metrics.get("images_per_second"), "train_seconds": round(state.seconds, 3),
               "resumed_from_iteration": resumed_from, "device": device.type, "node": node}

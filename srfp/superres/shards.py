@@ -20,6 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from srfp.images import encode_png, psnr_y
+from srfp.photos import photos_digest
+from srfp.provenance import check_unchanged, digest
+from srfp.sisr.train import record_path
+from srfp.spec import SISRSpec
 from srfp.storage import Storage
 
 SCHEMA = pa.schema([
@@ -122,16 +126,42 @@ def mark_complete(storage: Storage, model: ModelInfo, expected_rows: int, precis
     """Check the shard has exactly one row per expected photo, then write its marker; returns the row count.
 
     The marker also records the model's hyperparameters, so later stages list models without reading images,
-    the ``precision`` the images were made in (``float32``, ``bfloat16``, or ``unknown``) and :data:`PNG_LEVEL`."""
+    the ``precision`` the images were made in (``float32``, ``bfloat16``, or ``unknown``), :data:`PNG_LEVEL`
+    and what the images were made from (:func:`shard_inputs`)."""
     folder = shard_folder(model.model_id)
     table = read_shard(storage, model.model_id, columns=["image_id"])
     ids = table.column("image_id").to_pylist()
     if len(ids) != expected_rows or len(set(ids)) != len(ids):
         raise RuntimeError(f"{storage.uri_of(folder)}: {len(ids)} rows ({len(set(ids))} distinct photos), "
                            f"expected {expected_rows}; the shard is left unmarked and will be redone")
-    storage.write_text(f"{folder}/{MARKER}", json.dumps({"rows": len(ids), "model": asdict(model), "precision": precision,
-                                                         "png_level": PNG_LEVEL}))
+    marker = {"rows": len(ids), "model": asdict(model), "precision": precision, "png_level": PNG_LEVEL,
+              **shard_inputs(storage, model.model_id, photos_digest(storage))}
+    storage.write_text(f"{folder}/{MARKER}", json.dumps(marker))
     return len(ids)
+
+
+def shard_inputs(storage: Storage, model_id: str, photos: str) -> dict:
+    """What a shard's images are made from: the photo set (its :func:`~srfp.photos.photos_digest`, ``photos``)
+    and the trained model (the digest of its record, unique to each training; None for images made elsewhere)."""
+    record = record_path(model_id)
+    return {"photos_digest": photos, "trained_model_digest": digest(storage.read_text(record))
+            if storage.is_file(record) else None}
+
+
+def prepare_shards(storage: Storage, specs: list[SISRSpec], precision: str, force: bool = False) -> None:
+    """Before any super-resolution: with ``force``, delete the models' shards; remove the temporaries of killed
+    writes; stop with :class:`~srfp.provenance.StaleWork` when a complete shard was made from other photos, another
+    training of its model, or in another precision."""
+    storage.remove_stale_temporaries("sr")
+    photos = photos_digest(storage)
+    for spec in specs:
+        folder = shard_folder(spec.model_id)
+        if force:
+            storage.delete(folder)
+        if storage.is_file(f"{folder}/{MARKER}"):
+            current = {"precision": precision, **shard_inputs(storage, spec.model_id, photos)}
+            stored = json.loads(storage.read_text(f"{folder}/{MARKER}"))
+            check_unchanged(f"the shard {storage.uri_of(folder)}", stored, current, "superresolve")
 
 
 def complete_models(storage: Storage) -> list[ModelInfo]:
