@@ -6,7 +6,8 @@ create (:meth:`srfp.storage.Storage.create_exclusive`: a hard link locally, ``If
 of two commands that start together exactly one succeeds; it may do so only when the lease in force is
 released or expired. The holder renews its expiry every :data:`RENEW_EVERY_S` seconds from a background
 thread, and marks the lease released on the way out (also on Ctrl-C or an error). A command killed outright
-leaves a lease that expires :data:`EXPIRY_S` seconds after its last renewal; the next command takes it over.
+leaves a lease that the next command takes over at once on the same machine (its process is gone), and
+elsewhere when it expires, :data:`EXPIRY_S` seconds after its last renewal.
 Expiry compares the hosts' clocks, which must agree to well within a minute.
 
 A released lease is kept, never deleted, so that generation numbers are never reused; the older ones are
@@ -24,9 +25,10 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from srfp.errors import UserError
-from srfp.storage import Storage, StorageError
+from srfp.storage import Storage, StorageError, process_running
 
 #: The folder of the leases in a storage root.
 LEASES = "_leases"
@@ -51,10 +53,13 @@ class Holder:
     since: str  # ISO 8601, UTC
     expires: str  # ISO 8601, UTC
     command: str
+    process_space: str  # where its pid names it: see _process_space
     released: bool = False
 
     def live(self, now: datetime) -> bool:
-        return not self.released and datetime.fromisoformat(self.expires) > now
+        """Released, expired and killed holders are not; a killed one is known at once on its own machine."""
+        gone = self.process_space == _process_space() != "" and not process_running(self.pid)
+        return not self.released and not gone and datetime.fromisoformat(self.expires) > now
 
     def describe(self) -> str:
         return (f"`{self.command}` (pid {self.pid} on {self.host}, since {_clock(self.since)}, "
@@ -63,6 +68,16 @@ class Holder:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _process_space() -> str:
+    """Where a process id names one process: this boot of this machine and this pid namespace (a container
+    may share the host's name but not its processes); empty where unknown (not Linux)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
 
 
 def _clock(iso: str) -> str:
@@ -76,7 +91,8 @@ class Lease:
     def __init__(self, storage: Storage, stage: str, command: str):
         self.storage, self.stage, self.folder = storage, stage, posixpath.join(LEASES, stage)
         started = _now().isoformat()
-        self.holder = Holder(stage, socket.gethostname(), os.getpid(), uuid.uuid4().hex, started, started, command)
+        self.holder = Holder(stage, socket.gethostname(), os.getpid(), uuid.uuid4().hex, started, started, command,
+                             _process_space())
         self.generation: int | None = None
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_until_stopped, name=f"lease-{stage}", daemon=True)
@@ -110,8 +126,8 @@ class Lease:
     def _refusal(self, holder: Holder) -> StageRunning:
         return StageRunning(
             f"{self.stage} is already running on {self.storage.uri}: {holder.describe()}. Wait for it to finish "
-            f"and run this command again; if it no longer runs (killed), its lease expires at most {EXPIRY_S} s "
-            "after it stopped, and then this command can run")
+            f"and run this command again; if it no longer runs (killed), this command can run at once on "
+            f"its machine, and elsewhere when its lease expires, at most {EXPIRY_S} s after it stopped")
 
     def _renew_until_stopped(self) -> None:
         while not self._stop.wait(RENEW_EVERY_S):

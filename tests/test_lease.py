@@ -4,6 +4,7 @@ however a command ends; local roots and S3 (moto on loopback) alike. No Ray: the
 
 import os
 import socket
+import subprocess
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -29,7 +30,7 @@ def test_a_second_train_on_the_same_root_stops_before_any_work(tmp_path, monkeyp
     error = capsys.readouterr().err
     assert error.startswith(f"error: train is already running on {storage.uri}: `{RUNNING_TRAIN}` "
                             f"(pid {os.getpid()} on {socket.gethostname()}, since ")
-    assert f"its lease expires at most {lease.EXPIRY_S} s after it stopped" in error
+    assert f"when its lease expires, at most {lease.EXPIRY_S} s after it stopped" in error
     assert len(error.splitlines()) == 1
 
 
@@ -59,9 +60,17 @@ def test_different_stages_and_roots_run_side_by_side(tmp_path, monkeypatch):
     assert ran == [str(tmp_path / "root")]
 
 
+def _killed_holder(stage: str, expires_in_s: float, process_space: str) -> Holder:
+    """The lease of a command that was killed: its process (a finished child of this test) is gone."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    now = datetime.now(timezone.utc)
+    return Holder(stage, socket.gethostname(), child.pid, "killed", now.isoformat(),
+                  (now + timedelta(seconds=expires_in_s)).isoformat(), "python -m srfp.grid train", process_space)
+
+
 def _expired_lease(storage: Storage, stage: str) -> None:
-    past = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
-    killed = Holder(stage, "elsewhere", 1, "killed", past, past, "python -m srfp.grid train")
+    killed = _killed_holder(stage, -1, "another machine")
     assert storage.create_exclusive(f"_leases/{stage}/0.json", lease._encode(killed))
 
 
@@ -76,6 +85,18 @@ def test_a_killed_commands_lease_expires_and_is_taken_over(kind, tmp_path, monke
     assert [(holder.stage, holder.pid) for holder in seen] == [("train", os.getpid())]  # held while it ran
     assert storage.list("_leases/train") == ["_leases/train/1.json"]  # the expired one deleted
     assert latest(storage, "train")[1].released
+
+
+def test_a_killed_commands_lease_is_taken_over_at_once_on_its_machine_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(grid, "cmd_train", lambda args: None)
+    here, elsewhere = Storage(tmp_path / "here"), Storage(tmp_path / "elsewhere")
+    here.create_exclusive("_leases/train/0.json", lease._encode(_killed_holder("train", 100, lease._process_space())))
+    assert lease._process_space()  # Linux: this boot's id and this pid namespace
+    assert grid.main(["train", "--root", here.uri]) == 0
+    # a process of that id on another machine, or in another container of a host of the same name, may run
+    elsewhere.create_exclusive("_leases/train/0.json", lease._encode(_killed_holder("train", 100, "a container")))
+    assert grid.main(["train", "--root", elsewhere.uri]) == 2
+    assert "error: train is already running" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("ending", [RuntimeError("a bug"), KeyboardInterrupt()])
