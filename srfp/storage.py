@@ -12,6 +12,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from srfp.errors import UserError
+
+
+#: Temporaries older than this (seconds) are left by killed writes: no write of srfp takes so long.
+STALE_TEMPORARY_S = 3600
 
 
 class StorageError(UserError, RuntimeError):
@@ -338,7 +343,6 @@ class Storage:
 
         return self._call("write", relative, create_remote if self.remote else create_local)
 
-
     def _entries(self, relative: str, recursive: bool, kind: pafs.FileType) -> list[str]:
         selector = pafs.FileSelector(self.path(relative), recursive=recursive, allow_not_found=True)
         infos = self._call("list", relative, self.fs.get_file_info, selector)
@@ -352,6 +356,18 @@ class Storage:
     def list_dirs(self, relative: str = "") -> list[str]:
         """Relative paths of the immediate sub-folders of a folder, sorted."""
         return self._entries(relative, False, pafs.FileType.Directory)
+
+    def remove_stale_temporaries(self, relative: str, older_than_s: float = STALE_TEMPORARY_S) -> int:
+        """Delete the temporaries (``.tmp-`` in their names) under a folder that killed writes left behind, those
+        last changed over ``older_than_s`` ago, so that a write still running is not harmed; returns how many."""
+        selector = pafs.FileSelector(self.path(relative), recursive=True, allow_not_found=True)
+        infos = self._call("list", relative, self.fs.get_file_info, selector)
+        oldest = time.time() - older_than_s
+        stale = [info.path for info in infos if info.type == pafs.FileType.File and ".tmp-" in info.path
+                 and info.mtime is not None and info.mtime.timestamp() < oldest]
+        for path in stale:
+            self._call("delete", relative, self.fs.delete_file, path)
+        return len(stale)
 
     def delete(self, relative: str) -> None:
         """Delete a file or a whole folder; nothing happens if it does not exist."""
