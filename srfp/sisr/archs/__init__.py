@@ -1,8 +1,8 @@
-"""The SISR architectures, built by name: the study's (EDSR, RDN, RCAN) and published ones (ESRGAN).
+"""The SISR architectures, built by name: the study's (EDSR, RDN, RCAN) and published ones (ESRGAN, SRFBN).
 
-Each model's state_dict keys and shapes are those of its official release (EDSR-PyTorch; xinntao/ESRGAN),
-so published checkpoints load with ``load_state_dict(..., strict=True)``. Models map N x 3 x h x w images
-in [0, rgb_range] (ESRGAN: [0, 1]) to N x 3 x (h * scale) x (w * scale).
+Each model's state_dict keys and shapes are those of its official release (EDSR-PyTorch; xinntao/ESRGAN;
+Paper99/SRFBN_CVPR19), so published checkpoints load with ``load_state_dict(..., strict=True)``. Models map
+N x 3 x h x w images in [0, rgb_range] (ESRGAN: [0, 1]) to N x 3 x (h * scale) x (w * scale).
 """
 
 import inspect
@@ -13,9 +13,11 @@ from srfp.sisr.archs.edsr import EDSR
 from srfp.sisr.archs.esrgan import RRDBNet
 from srfp.sisr.archs.rcan import RCAN
 from srfp.sisr.archs.rdn import RDN
+from srfp.sisr.archs.srfbn import SRFBN
 
 #: Architecture name -> class; each constructor takes ``scale`` then keyword options.
-ARCHITECTURES: dict[str, type[nn.Module]] = {"EDSR": EDSR, "RDN": RDN, "RCAN": RCAN, "ESRGAN": RRDBNet}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"EDSR": EDSR, "RDN": RDN, "RCAN": RCAN, "ESRGAN": RRDBNet,
+                                              "SRFBN": SRFBN}
 SCALES = (2, 3, 4)
 
 #: The configurations of the published models (also the constructors' defaults).
@@ -24,6 +26,7 @@ PUBLISHED: dict[str, dict] = {
     "RDN": {"G0": 64, "D": 16, "C": 8, "G": 64},
     "RCAN": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16},
     "ESRGAN": {"nf": 64, "nb": 23, "gc": 32},
+    "SRFBN": {"num_features": 64, "num_steps": 4, "num_groups": 6},
 }
 
 #: Tiny configurations of the same layouts, for tests.
@@ -32,6 +35,7 @@ TINY: dict[str, dict] = {
     "RDN": {"G0": 16, "D": 2, "C": 2, "G": 8},
     "RCAN": {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 16, "reduction": 4},
     "ESRGAN": {"nf": 8, "nb": 1, "gc": 4},
+    "SRFBN": {"num_features": 8, "num_steps": 2, "num_groups": 2},
 }
 
 

@@ -1,0 +1,107 @@
+"""The published models' native architectures: the official state_dict layouts and sizes, strict loading of a
+checkpoint written with the official keys, output sizes and the official inference scripts' value ranges.
+
+Each ``official_*_shapes`` builds the official key -> shape list from the official code's layout, written
+out here independently of srfp's modules.
+"""
+
+import pytest
+import torch
+from torch.nn import functional
+
+from srfp.sisr.archs import PUBLISHED, TINY, create_model
+from srfp.sisr.archs.common import RGB_MEAN
+
+MEAN_SHIFTS = {"sub_mean.weight": (3, 3, 1, 1), "sub_mean.bias": (3,), "add_mean.weight": (3, 3, 1, 1),
+               "add_mean.bias": (3,)}
+
+
+def trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def shape_count(shapes: dict[str, tuple]) -> int:
+    """The number of values of every entry but the frozen mean shifts."""
+    return sum(torch.Size(shape).numel() for key, shape in shapes.items() if key not in MEAN_SHIFTS)
+
+
+def conv_entries(name: str, out_channels: int, in_channels: int, kernel_size: int) -> dict[str, tuple]:
+    return {f"{name}.weight": (out_channels, in_channels, kernel_size, kernel_size), f"{name}.bias": (out_channels,)}
+
+
+# Paper99/SRFBN_CVPR19 networks/srfbn_arch.py and blocks.py: ConvBlock / DeconvBlock are Sequential(conv, PReLU)
+# (keys .0 and .1, one PReLU weight) but conv_out, which has no activation (Sequential(conv): key .0 only);
+# ConvTranspose2d weights are in x out x k x k (square here). Projection kernels: 6 (x2), 7 (x3), 8 (x4).
+def official_srfbn_shapes(scale: int, num_features: int = 64, num_groups: int = 6) -> dict[str, tuple]:
+    kernel = {2: 6, 3: 7, 4: 8}[scale]
+    f = num_features
+    blocks = {"conv_in": (4 * f, 3, 3), "feat_in": (f, 4 * f, 1), "block.compress_in": (f, 2 * f, 1),
+              "block.compress_out": (f, num_groups * f, 1), "out": (f, f, kernel)}
+    for group in range(num_groups):
+        blocks |= {f"block.upBlocks.{group}": (f, f, kernel), f"block.downBlocks.{group}": (f, f, kernel)}
+    for group in range(1, num_groups):
+        blocks |= {f"block.uptranBlocks.{group - 1}": (f, f * (group + 1), 1),
+                   f"block.downtranBlocks.{group - 1}": (f, f * (group + 1), 1)}
+    shapes = dict(MEAN_SHIFTS) | conv_entries("conv_out.0", 3, f, 3)
+    for name, (out_channels, in_channels, kernel_size) in blocks.items():
+        shapes |= conv_entries(f"{name}.0", out_channels, in_channels, kernel_size) | {f"{name}.1.weight": (1,)}
+    return shapes
+
+
+# (arch, scale) -> the official key -> shape list of the published configuration, and its trainable parameter
+# count (frozen mean shifts excluded), computed from that layout: SRFBN x4 = conv_in 7,169 + feat_in 16,449 +
+# compress_in 8,257 + 12 projections x 262,209 + 10 transitions (2 x 82,245) + compress_out 24,641 + out 262,209 +
+# conv_out 1,731 = 3,631,454 (no published figure was checked against it here).
+OFFICIAL = {
+    ("SRFBN", 4): (official_srfbn_shapes(4), 3_631_454),
+    ("SRFBN", 2): (official_srfbn_shapes(2), 2_140_510),
+}
+
+
+@pytest.mark.parametrize(("arch", "scale"), list(OFFICIAL))
+def test_the_published_configuration_has_the_official_layout_and_size(arch, scale):
+    shapes, parameters = OFFICIAL[arch, scale]
+    with torch.device("meta"):
+        model = create_model(arch, scale, **PUBLISHED[arch])
+    assert {key: tuple(value.shape) for key, value in model.state_dict().items()} == shapes
+    assert trainable(model) == shape_count(shapes) == parameters
+
+
+@pytest.mark.parametrize(("arch", "scale"), list(OFFICIAL))
+def test_a_checkpoint_with_the_official_keys_loads_strictly(arch, scale, tmp_path):
+    shapes, _ = OFFICIAL[arch, scale]
+    official = {key: torch.randn(shape) for key, shape in shapes.items()}
+    torch.save(official, tmp_path / "official.pth")
+    model = create_model(arch, scale, **PUBLISHED[arch])
+    model.load_state_dict(torch.load(tmp_path / "official.pth", weights_only=True, map_location="cpu"), strict=True)
+    assert all(torch.equal(value, official[key]) for key, value in model.state_dict().items())
+
+
+@pytest.mark.parametrize(("arch", "scales"), [("SRFBN", (2, 3, 4))])
+def test_a_published_architecture_upscales_by_its_scale(arch, scales):
+    for scale in scales:
+        model = create_model(arch, scale, **TINY[arch]).eval()
+        with torch.no_grad():
+            out = model(torch.rand(2, 3, 7, 9) * 255)
+        assert out.shape == (2, 3, 7 * scale, 9 * scale)
+
+
+def zero_trainable(model: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.zero_()
+    return model.eval()
+
+
+def test_srfbn_works_on_0_255_images_around_their_bilinear_upscaling():
+    # The official options set rgb_range 255 and blocks.MeanShift shifts by 255 x DIV2K's mean; the network
+    # adds its reconstruction to the bilinear upscaling of its input, so with no reconstruction it is that.
+    model = zero_trainable(create_model("SRFBN", 4, **TINY["SRFBN"]))
+    assert torch.allclose(model.sub_mean.bias, -255 * torch.tensor(RGB_MEAN))
+    assert torch.allclose(model.add_mean.bias, 255 * torch.tensor(RGB_MEAN))
+    image = torch.rand(1, 3, 6, 5) * 255
+    with torch.no_grad():
+        out = model(image)
+    bilinear = functional.interpolate(image, scale_factor=4, mode="bilinear", align_corners=False)
+    assert torch.allclose(out, bilinear, atol=1e-4)
