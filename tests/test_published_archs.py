@@ -48,6 +48,34 @@ def official_srfbn_shapes(scale: int, num_features: int = 64, num_groups: int = 
     return shapes
 
 
+# guoyongcs/DRN model/drn.py and common.py for x4 (two phases; f = n_feats): the head, two bias-free down blocks,
+# two up blocks of RCABs on 4f channels (channel attention down by 16) each ending in a sub-pixel doubling and a
+# 1x1 conv (to 2f, then f), and three tails (from 4f, 4f and 2f channels).
+def official_drn_x4_shapes(n_blocks: int = 30, n_feats: int = 16) -> dict[str, tuple]:
+    f = n_feats
+    shapes = dict(MEAN_SHIFTS) | conv_entries("head", f, 3, 3)
+    for phase, channels in enumerate((f, 2 * f)):
+        shapes[f"down.{phase}.dual_module.0.0.weight"] = (channels, channels, 3, 3)
+        shapes[f"down.{phase}.dual_module.1.weight"] = (2 * channels, channels, 3, 3)
+    for index, out_channels in enumerate((2 * f, f)):
+        for block in range(n_blocks):
+            name = f"up_blocks.{index}.{block}.body"
+            shapes |= conv_entries(f"{name}.0", 4 * f, 4 * f, 3) | conv_entries(f"{name}.2", 4 * f, 4 * f, 3)
+            shapes |= conv_entries(f"{name}.3.conv_du.0", 4 * f // 16, 4 * f, 1)
+            shapes |= conv_entries(f"{name}.3.conv_du.2", 4 * f, 4 * f // 16, 1)
+        shapes |= conv_entries(f"up_blocks.{index}.{n_blocks}.0", 16 * f, 4 * f, 3)
+        shapes |= conv_entries(f"up_blocks.{index}.{n_blocks + 1}", out_channels, 4 * f, 1)
+    for index, in_channels in enumerate((4 * f, 4 * f, 2 * f)):
+        shapes |= conv_entries(f"tail.{index}", 3, in_channels, 3)
+    return shapes
+
+
+# DRN's common.MeanShift leaves its 24 values trainable (it sets an attribute, not the parameters'
+# requires_grad), so the official count adds 24 to the figures below: DRN-S x4 4,804,065 and DRN-L x4
+# 9,825,893, the README's 4.8M and 9.8M.
+DRN_MEAN_SHIFT_VALUES = 24
+DRN_L = {"n_blocks": 40, "n_feats": 20}
+
 # (arch, scale) -> the official key -> shape list of the published configuration, and its trainable parameter
 # count (frozen mean shifts excluded), computed from that layout: SRFBN x4 = conv_in 7,169 + feat_in 16,449 +
 # compress_in 8,257 + 12 projections x 262,209 + 10 transitions (2 x 82,245) + compress_out 24,641 + out 262,209 +
@@ -55,6 +83,7 @@ def official_srfbn_shapes(scale: int, num_features: int = 64, num_groups: int = 
 OFFICIAL = {
     ("SRFBN", 4): (official_srfbn_shapes(4), 3_631_454),
     ("SRFBN", 2): (official_srfbn_shapes(2), 2_140_510),
+    ("DRN", 4): (official_drn_x4_shapes(), 4_804_065 - DRN_MEAN_SHIFT_VALUES),
 }
 
 
@@ -77,7 +106,15 @@ def test_a_checkpoint_with_the_official_keys_loads_strictly(arch, scale, tmp_pat
     assert all(torch.equal(value, official[key]) for key, value in model.state_dict().items())
 
 
-@pytest.mark.parametrize(("arch", "scales"), [("SRFBN", (2, 3, 4))])
+def test_drn_l_has_the_official_layout_and_size():
+    with torch.device("meta"):
+        model = create_model("DRN", 4, **DRN_L)
+    shapes = official_drn_x4_shapes(**DRN_L)
+    assert {key: tuple(value.shape) for key, value in model.state_dict().items()} == shapes
+    assert trainable(model) + DRN_MEAN_SHIFT_VALUES == shape_count(shapes) + DRN_MEAN_SHIFT_VALUES == 9_825_893
+
+
+@pytest.mark.parametrize(("arch", "scales"), [("SRFBN", (2, 3, 4)), ("DRN", (2, 4))])
 def test_a_published_architecture_upscales_by_its_scale(arch, scales):
     for scale in scales:
         model = create_model(arch, scale, **TINY[arch]).eval()
@@ -105,3 +142,18 @@ def test_srfbn_works_on_0_255_images_around_their_bilinear_upscaling():
         out = model(image)
     bilinear = functional.interpolate(image, scale_factor=4, mode="bilinear", align_corners=False)
     assert torch.allclose(out, bilinear, atol=1e-4)
+
+
+def test_drn_works_on_0_255_images():
+    # The official --rgb_range is 255 and common.MeanShift shifts by rgb_range x DIV2K's mean: with no
+    # reconstruction the network gives that mean colour on the 0-255 scale.
+    model = zero_trainable(create_model("DRN", 4, **TINY["DRN"]))
+    assert torch.allclose(model.sub_mean.bias, -255 * torch.tensor(RGB_MEAN))
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 6, 5) * 255)
+    assert torch.allclose(out, 255 * torch.tensor(RGB_MEAN).view(1, 3, 1, 1).expand(1, 3, 24, 20))
+
+
+def test_drn_refuses_scale_3():
+    with pytest.raises(ValueError, match="DRN: scale 3 is not allowed; allowed values: 2, 4"):
+        create_model("DRN", 3, **TINY["DRN"])

@@ -1,14 +1,16 @@
-"""The SISR architectures, built by name: the study's (EDSR, RDN, RCAN) and published ones (ESRGAN, SRFBN).
+"""The SISR architectures, built by name: the study's (EDSR, RDN, RCAN) and published ones (ESRGAN, SRFBN,
+DRN).
 
 Each model's state_dict keys and shapes are those of its official release (EDSR-PyTorch; xinntao/ESRGAN;
-Paper99/SRFBN_CVPR19), so published checkpoints load with ``load_state_dict(..., strict=True)``. Models map
-N x 3 x h x w images in [0, rgb_range] (ESRGAN: [0, 1]) to N x 3 x (h * scale) x (w * scale).
+Paper99/SRFBN_CVPR19; guoyongcs/DRN), so published checkpoints load with ``load_state_dict(..., strict=True)``.
+Models map N x 3 x h x w images in [0, rgb_range] (ESRGAN: [0, 1]) to N x 3 x (h * scale) x (w * scale).
 """
 
 import inspect
 
 from torch import nn
 
+from srfp.sisr.archs.drn import DRN
 from srfp.sisr.archs.edsr import EDSR
 from srfp.sisr.archs.esrgan import RRDBNet
 from srfp.sisr.archs.rcan import RCAN
@@ -17,7 +19,7 @@ from srfp.sisr.archs.srfbn import SRFBN
 
 #: Architecture name -> class; each constructor takes ``scale`` then keyword options.
 ARCHITECTURES: dict[str, type[nn.Module]] = {"EDSR": EDSR, "RDN": RDN, "RCAN": RCAN, "ESRGAN": RRDBNet,
-                                              "SRFBN": SRFBN}
+                                              "SRFBN": SRFBN, "DRN": DRN}
 SCALES = (2, 3, 4)
 
 #: The configurations of the published models (also the constructors' defaults).
@@ -27,6 +29,7 @@ PUBLISHED: dict[str, dict] = {
     "RCAN": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16},
     "ESRGAN": {"nf": 64, "nb": 23, "gc": 32},
     "SRFBN": {"num_features": 64, "num_steps": 4, "num_groups": 6},
+    "DRN": {"n_blocks": 30, "n_feats": 16},
 }
 
 #: Tiny configurations of the same layouts, for tests.
@@ -36,6 +39,7 @@ TINY: dict[str, dict] = {
     "RCAN": {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 16, "reduction": 4},
     "ESRGAN": {"nf": 8, "nb": 1, "gc": 4},
     "SRFBN": {"num_features": 8, "num_steps": 2, "num_groups": 2},
+    "DRN": {"n_blocks": 1, "n_feats": 8},
 }
 
 
