@@ -70,6 +70,28 @@ def official_drn_x4_shapes(n_blocks: int = 30, n_feats: int = 16) -> dict[str, t
     return shapes
 
 
+# daitao/SAN TestCode/code/model/san.py (read from a copy of the file: the index does not hold daitao/SAN's own)
+# with the README's options (20 groups of 10 blocks, 64 features, reduction 16) and EDSR's x4 upsampler.
+def official_san_shapes(n_resgroups: int = 20, n_resblocks: int = 10, n_feats: int = 64) -> dict[str, tuple]:
+    f = n_feats
+    shapes = dict(MEAN_SHIFTS) | conv_entries("head.0", f, 3, 3) | conv_entries("conv_last", f, f, 3)
+    shapes |= {"gamma": (1,)} | conv_entries("tail.0.0", 4 * f, f, 3) | conv_entries("tail.0.2", 4 * f, f, 3)
+    shapes |= conv_entries("tail.1", 3, f, 3)
+    # Nonlocal_CA: an unused SOCA (reduction 8) and the non-local block (f // 8 channels; g and phi pooled).
+    shapes |= conv_entries("non_local.soca.conv_du.0", f // 8, f, 1) | conv_entries("non_local.soca.conv_du.2", f, f // 8, 1)
+    for name in ("g.0", "theta", "phi.0"):
+        shapes |= conv_entries(f"non_local.non_local.{name}", f // 8, f, 1)
+    shapes |= conv_entries("non_local.non_local.W", f, f // 8, 1)
+    for group in range(n_resgroups):
+        name = f"RG.{group}"
+        shapes |= {f"{name}.gamma": (1,)} | conv_entries(f"{name}.conv_last", f, f, 3)
+        shapes |= conv_entries(f"{name}.soca.conv_du.0", f // 16, f, 1) | conv_entries(f"{name}.soca.conv_du.2", f, f // 16, 1)
+        for block in range(n_resblocks):
+            for conv in (0, 2):
+                shapes |= conv_entries(f"{name}.rcab.{block}.conv_first.{conv}", f, f, 3)
+    return shapes
+
+
 # DRN's common.MeanShift leaves its 24 values trainable (it sets an attribute, not the parameters'
 # requires_grad), so the official count adds 24 to the figures below: DRN-S x4 4,804,065 and DRN-L x4
 # 9,825,893, the README's 4.8M and 9.8M.
@@ -84,6 +106,9 @@ OFFICIAL = {
     ("SRFBN", 4): (official_srfbn_shapes(4), 3_631_454),
     ("SRFBN", 2): (official_srfbn_shapes(2), 2_140_510),
     ("DRN", 4): (official_drn_x4_shapes(), 4_804_065 - DRN_MEAN_SHIFT_VALUES),
+    # SAN x4: 15,860,488 = head 1,792 + 20 groups x (10 x 73,856 + SOCA 580 + conv_last 36,928 + gamma 1) +
+    # conv_last 36,928 + gamma 1 + non-local module 3,232 + upsampler 295,424 + tail.1 1,731.
+    ("SAN", 4): (official_san_shapes(), 15_860_488),
 }
 
 
@@ -114,7 +139,7 @@ def test_drn_l_has_the_official_layout_and_size():
     assert trainable(model) + DRN_MEAN_SHIFT_VALUES == shape_count(shapes) + DRN_MEAN_SHIFT_VALUES == 9_825_893
 
 
-@pytest.mark.parametrize(("arch", "scales"), [("SRFBN", (2, 3, 4)), ("DRN", (2, 4))])
+@pytest.mark.parametrize(("arch", "scales"), [("SRFBN", (2, 3, 4)), ("DRN", (2, 4)), ("SAN", (2, 3, 4))])
 def test_a_published_architecture_upscales_by_its_scale(arch, scales):
     for scale in scales:
         model = create_model(arch, scale, **TINY[arch]).eval()
@@ -157,3 +182,59 @@ def test_drn_works_on_0_255_images():
 def test_drn_refuses_scale_3():
     with pytest.raises(ValueError, match="DRN: scale 3 is not allowed; allowed values: 2, 4"):
         create_model("DRN", 3, **TINY["DRN"])
+
+
+def mpncov_sqrtm(x: torch.Tensor, iterations: int) -> torch.Tensor:
+    """MPNCOV.Sqrtm.forward (daitao/SAN TestCode/code/model/MPNCOV/python/MPNCOV.py), step by step with its
+    stacks of Y and Z, as the reference of srfp's square root."""
+    batch, dim = x.shape[:2]
+    i3 = 3.0 * torch.eye(dim).view(1, dim, dim).repeat(batch, 1, 1)
+    norm = (1.0 / 3.0) * x.mul(i3).sum(dim=1).sum(dim=1)
+    a = x.div(norm.view(batch, 1, 1).expand_as(x))
+    y = torch.zeros(batch, iterations, dim, dim)
+    z = torch.eye(dim).view(1, dim, dim).repeat(batch, iterations, 1, 1)
+    zy = 0.5 * (i3 - a)
+    y[:, 0], z[:, 0] = a.bmm(zy), zy
+    for i in range(1, iterations - 1):
+        zy = 0.5 * (i3 - z[:, i - 1].bmm(y[:, i - 1]))
+        y[:, i], z[:, i] = y[:, i - 1].bmm(zy), zy.bmm(z[:, i - 1])
+    zy = 0.5 * y[:, iterations - 2].bmm(i3 - z[:, iterations - 2].bmm(y[:, iterations - 2]))
+    return zy * torch.sqrt(norm).view(batch, 1, 1).expand_as(x)
+
+
+def test_san_second_order_pooling_is_mpncov_s():
+    from srfp.sisr.archs.san import covariance, newton_schulz_sqrt
+
+    torch.manual_seed(0)
+    features = torch.randn(2, 8, 5, 6)
+    flat = features.flatten(2)
+    m = flat.shape[2]
+    i_hat = torch.full((m, m), -1.0 / m / m) + torch.eye(m) / m  # MPNCOV.Covpool
+    expected = flat @ i_hat @ flat.transpose(1, 2)
+    assert torch.allclose(covariance(features), expected, atol=1e-5)
+    assert torch.allclose(newton_schulz_sqrt(expected), mpncov_sqrtm(expected, 5), atol=1e-6)
+
+
+@pytest.mark.parametrize(("size", "rows", "columns"), [
+    ((999, 20), (0, 999), (0, 20)), ((20, 1300), (0, 20), (150, 1150)), ((1301, 20), (150, 1150), (0, 20)),
+    ((1200, 1400), (100, 1100), (200, 1200)),
+    ((1000, 20), (0, 1000), (20 - 490, 20)),  # a side of exactly 1000: the official slice x[..., -490:510]
+])
+def test_san_pools_the_covariance_of_the_official_region(size, rows, columns):
+    from srfp.sisr.archs.san import covariance_region
+
+    features = torch.arange(size[0] * size[1], dtype=torch.float32).view(1, 1, *size)
+    expected = features[:, :, rows[0]:rows[1], columns[0]:columns[1]]
+    assert torch.equal(covariance_region(features), expected)
+
+
+def test_san_works_on_0_255_images():
+    # The official --rgb_range is 255 and EDSR's MeanShift shifts by 255 x DIV2K's mean: with a zero output
+    # conv the network gives that mean colour on the 0-255 scale. (All weights zero would make every covariance
+    # zero, and its trace normalisation divide by zero, as in MPNCOV.)
+    model = create_model("SAN", 4, **TINY["SAN"]).eval()
+    zero_trainable(model.tail[1])
+    assert torch.allclose(model.sub_mean.bias, -255 * torch.tensor(RGB_MEAN))
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 6, 5) * 255)
+    assert torch.allclose(out, 255 * torch.tensor(RGB_MEAN).view(1, 3, 1, 1).expand(1, 3, 24, 20))

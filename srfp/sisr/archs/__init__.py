@@ -1,9 +1,9 @@
 """The SISR architectures, built by name: the study's (EDSR, RDN, RCAN) and published ones (ESRGAN, SRFBN,
-DRN).
+DRN, SAN).
 
 Each model's state_dict keys and shapes are those of its official release (EDSR-PyTorch; xinntao/ESRGAN;
-Paper99/SRFBN_CVPR19; guoyongcs/DRN), so published checkpoints load with ``load_state_dict(..., strict=True)``.
-Models map N x 3 x h x w images in [0, rgb_range] (ESRGAN: [0, 1]) to N x 3 x (h * scale) x (w * scale).
+Paper99/SRFBN_CVPR19; guoyongcs/DRN; daitao/SAN), so published checkpoints load with
+``load_state_dict(..., strict=True)``. Models map N x 3 x h x w images in [0, rgb_range] (ESRGAN: [0, 1]) to N x 3 x (h * scale) x (w * scale).
 """
 
 import inspect
@@ -15,11 +15,13 @@ from srfp.sisr.archs.edsr import EDSR
 from srfp.sisr.archs.esrgan import RRDBNet
 from srfp.sisr.archs.rcan import RCAN
 from srfp.sisr.archs.rdn import RDN
+from srfp.sisr.archs.san import SAN
 from srfp.sisr.archs.srfbn import SRFBN
 
 #: Architecture name -> class; each constructor takes ``scale`` then keyword options.
 ARCHITECTURES: dict[str, type[nn.Module]] = {"EDSR": EDSR, "RDN": RDN, "RCAN": RCAN, "ESRGAN": RRDBNet,
-                                              "SRFBN": SRFBN, "DRN": DRN}
+                                              "SRFBN": SRFBN, "DRN": DRN,
+                                              "SAN": SAN}
 SCALES = (2, 3, 4)
 
 #: The configurations of the published models (also the constructors' defaults).
@@ -30,6 +32,7 @@ PUBLISHED: dict[str, dict] = {
     "ESRGAN": {"nf": 64, "nb": 23, "gc": 32},
     "SRFBN": {"num_features": 64, "num_steps": 4, "num_groups": 6},
     "DRN": {"n_blocks": 30, "n_feats": 16},
+    "SAN": {"n_resgroups": 20, "n_resblocks": 10, "n_feats": 64, "reduction": 16},
 }
 
 #: Tiny configurations of the same layouts, for tests.
@@ -40,6 +43,7 @@ TINY: dict[str, dict] = {
     "ESRGAN": {"nf": 8, "nb": 1, "gc": 4},
     "SRFBN": {"num_features": 8, "num_steps": 2, "num_groups": 2},
     "DRN": {"n_blocks": 1, "n_feats": 8},
+    "SAN": {"n_resgroups": 2, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
 }
 
 
