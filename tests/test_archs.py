@@ -49,7 +49,7 @@ def trainable(model: torch.nn.Module) -> int:
 def test_the_registry_covers_the_study_architectures_and_the_native_published_ones():
     assert tuple(ARCHITECTURES)[:len(ARCHS)] == ARCHS
     assert set(ARCHITECTURES) == set(ARCHS) | load_catalogue().native_archs() \
-        == {"EDSR", "RDN", "RCAN", "ESRGAN", "SRFBN", "DRN", "SAN"}
+        == {"EDSR", "RDN", "RCAN", "ESRGAN", "SRFBN", "DRN", "SAN", "SPSR"}
     assert set(PUBLISHED) == set(TINY) == set(ARCHITECTURES)
 
 

@@ -14,7 +14,7 @@ TABLE_4 = [("EDSR", "L1", (2, 4)), ("EnhanceNet", "adversarial", (4,)), ("RDN", 
            ("ESRGAN", "adversarial", (4,)), ("SAN", "L1", (4,)), ("SRFBN", "L1", (2, 4)),
            ("SPSR", "adversarial", (4,)), ("DRN", "L1", (4,)), ("NCSR", "adversarial", (4,))]
 # srfp architectures with the official layouts; input ranges from the official inference scripts.
-NATIVE = {"EDSR": 255, "RDN": 255, "RCAN": 255, "ESRGAN": 1, "SRFBN": 255, "DRN": 255, "SAN": 255}
+NATIVE = {"EDSR": 255, "RDN": 255, "RCAN": 255, "ESRGAN": 1, "SRFBN": 255, "DRN": 255, "SAN": 255, "SPSR": 1}
 
 
 def test_the_catalogue_lists_the_16_models_of_table_4():
@@ -61,7 +61,7 @@ def test_plan_lists_the_published_models_with_their_shards_under_root(tmp_path, 
     marker.write_text(json.dumps({"rows": 7}))
     assert main(["plan", "--grid", "smoke", "--root", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "published models (published.yaml): 16, 11 native, 5 ingest" in lines
+    assert "published models (published.yaml): 16, 12 native, 4 ingest" in lines
     published = {line.split()[0]: line.split()[1:] for line in lines if "-NA-pretrained" in line}
     assert published["ESRGAN-NA-x4-ESRGAN-NA-pretrained"] == ["native", "ESRGAN", "shard", "complete", "Apache-2.0"]
     assert published["ProSR-NA-x4-ProSR-NA-pretrained"][:3] == ["ingest", "shard", "missing"]

@@ -16,13 +16,20 @@ MEAN_SHIFTS = {"sub_mean.weight": (3, 3, 1, 1), "sub_mean.bias": (3,), "add_mean
                "add_mean.bias": (3,)}
 
 
+# Maclory/SPSR SPSRNet: HR_conv0_new is also model.8 (one module, two keys) and get_g_nopadding's fixed kernels
+# are frozen parameters; neither is counted twice or as trained.
+SPSR_ALIASES = {"HR_conv0_new.0.weight": "model.8.weight", "HR_conv0_new.0.bias": "model.8.bias"}
+SPSR_UNTRAINED = set(SPSR_ALIASES) | {"get_g_nopadding.weight_h", "get_g_nopadding.weight_v"}
+
+
 def trainable(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def shape_count(shapes: dict[str, tuple]) -> int:
-    """The number of values of every entry but the frozen mean shifts."""
-    return sum(torch.Size(shape).numel() for key, shape in shapes.items() if key not in MEAN_SHIFTS)
+    """The number of values of every entry but the frozen mean shifts and SPSR's aliases and fixed kernels."""
+    return sum(torch.Size(shape).numel() for key, shape in shapes.items()
+               if key not in MEAN_SHIFTS and key not in SPSR_UNTRAINED)
 
 
 def conv_entries(name: str, out_channels: int, in_channels: int, kernel_size: int) -> dict[str, tuple]:
@@ -78,18 +85,47 @@ def official_san_shapes(n_resgroups: int = 20, n_resblocks: int = 10, n_feats: i
     shapes |= {"gamma": (1,)} | conv_entries("tail.0.0", 4 * f, f, 3) | conv_entries("tail.0.2", 4 * f, f, 3)
     shapes |= conv_entries("tail.1", 3, f, 3)
     # Nonlocal_CA: an unused SOCA (reduction 8) and the non-local block (f // 8 channels; g and phi pooled).
-    shapes |= conv_entries("non_local.soca.conv_du.0", f // 8, f, 1) | conv_entries("non_local.soca.conv_du.2", f, f // 8, 1)
+    shapes |= conv_entries("non_local.soca.conv_du.0", f // 8, f, 1)
+    shapes |= conv_entries("non_local.soca.conv_du.2", f, f // 8, 1)
     for name in ("g.0", "theta", "phi.0"):
         shapes |= conv_entries(f"non_local.non_local.{name}", f // 8, f, 1)
     shapes |= conv_entries("non_local.non_local.W", f, f // 8, 1)
     for group in range(n_resgroups):
         name = f"RG.{group}"
         shapes |= {f"{name}.gamma": (1,)} | conv_entries(f"{name}.conv_last", f, f, 3)
-        shapes |= conv_entries(f"{name}.soca.conv_du.0", f // 16, f, 1) | conv_entries(f"{name}.soca.conv_du.2", f, f // 16, 1)
+        shapes |= conv_entries(f"{name}.soca.conv_du.0", f // 16, f, 1)
+        shapes |= conv_entries(f"{name}.soca.conv_du.2", f, f // 16, 1)
         for block in range(n_resblocks):
             for conv in (0, 2):
                 shapes |= conv_entries(f"{name}.rcab.{block}.conv_first.{conv}", f, f, 3)
     return shapes
+
+
+# Maclory/SPSR architecture.py SPSRNet(3, 3, nf=64, nb=23, gc=32, upscale=4) with block.py: every conv_block is
+# Sequential(conv[, LeakyReLU]) and block.sequential flattens nested Sequentials, so model = [fea_conv, trunk
+# shortcut, Upsample, conv, LReLU, Upsample, conv, LReLU, HR_conv0 conv, LReLU] and b_module = [Upsample, conv,
+# LReLU, Upsample, conv, LReLU, b_HR_conv0 conv, LReLU, b_HR_conv1 conv].
+def official_spsr_x4_shapes(nf: int = 64, nb: int = 23, gc: int = 32) -> dict[str, tuple]:
+    def rrdb(prefix: str, channels: int) -> dict[str, tuple]:
+        entries = {}
+        for rdb in (1, 2, 3):
+            for number in range(1, 5):
+                entries |= conv_entries(f"{prefix}.RDB{rdb}.conv{number}.0", gc, channels + (number - 1) * gc, 3)
+            entries |= conv_entries(f"{prefix}.RDB{rdb}.conv5.0", channels, channels + 4 * gc, 3)
+        return entries
+
+    shapes = conv_entries("model.0", nf, 3, 3) | conv_entries(f"model.1.sub.{nb}", nf, nf, 3)
+    for block in range(nb):
+        shapes |= rrdb(f"model.1.sub.{block}", nf)
+    for name in ("model.3", "model.6", "model.8", "HR_conv0_new.0", "HR_conv1_new.0", "b_LR_conv.0", "b_module.1",
+                 "b_module.4", "b_module.6", "b_module.8", "f_HR_conv0.0"):
+        shapes |= conv_entries(name, nf, nf, 3)
+    shapes |= {"get_g_nopadding.weight_h": (1, 1, 3, 3), "get_g_nopadding.weight_v": (1, 1, 3, 3)}
+    shapes |= conv_entries("b_fea_conv.0", nf, 3, 3) | conv_entries("conv_w.0", 3, nf, 1)
+    for branch in (1, 2, 3, 4):
+        shapes |= conv_entries(f"b_concat_{branch}.0", nf, 2 * nf, 3) | rrdb(f"b_block_{branch}", 2 * nf)
+    shapes |= conv_entries("f_concat.0", nf, 2 * nf, 3) | rrdb("f_block", 2 * nf)
+    return shapes | conv_entries("f_HR_conv1.0", 3, nf, 3)
 
 
 # DRN's common.MeanShift leaves its 24 values trainable (it sets an attribute, not the parameters'
@@ -109,6 +145,9 @@ OFFICIAL = {
     # SAN x4: 15,860,488 = head 1,792 + 20 groups x (10 x 73,856 + SOCA 580 + conv_last 36,928 + gamma 1) +
     # conv_last 36,928 + gamma 1 + non-local module 3,232 + upsampler 295,424 + tail.1 1,731.
     ("SAN", 4): (official_san_shapes(), 15_860_488),
+    # SPSR x4: 24,796,230, and 24,796,248 with the 18 fixed gradient kernel values, as the official
+    # get_network_description counts it (network.parameters(), the shared HR_conv0_new once).
+    ("SPSR", 4): (official_spsr_x4_shapes(), 24_796_230),
 }
 
 
@@ -125,6 +164,7 @@ def test_the_published_configuration_has_the_official_layout_and_size(arch, scal
 def test_a_checkpoint_with_the_official_keys_loads_strictly(arch, scale, tmp_path):
     shapes, _ = OFFICIAL[arch, scale]
     official = {key: torch.randn(shape) for key, shape in shapes.items()}
+    official |= {alias: official[key] for alias, key in SPSR_ALIASES.items() if alias in official}  # one module
     torch.save(official, tmp_path / "official.pth")
     model = create_model(arch, scale, **PUBLISHED[arch])
     model.load_state_dict(torch.load(tmp_path / "official.pth", weights_only=True, map_location="cpu"), strict=True)
@@ -139,7 +179,7 @@ def test_drn_l_has_the_official_layout_and_size():
     assert trainable(model) + DRN_MEAN_SHIFT_VALUES == shape_count(shapes) + DRN_MEAN_SHIFT_VALUES == 9_825_893
 
 
-@pytest.mark.parametrize(("arch", "scales"), [("SRFBN", (2, 3, 4)), ("DRN", (2, 4)), ("SAN", (2, 3, 4))])
+@pytest.mark.parametrize(("arch", "scales"), [("SRFBN", (2, 3, 4)), ("DRN", (2, 4)), ("SAN", (2, 3, 4)), ("SPSR", (4,))])
 def test_a_published_architecture_upscales_by_its_scale(arch, scales):
     for scale in scales:
         model = create_model(arch, scale, **TINY[arch]).eval()
@@ -238,3 +278,22 @@ def test_san_works_on_0_255_images():
     with torch.no_grad():
         out = model(torch.rand(1, 3, 6, 5) * 255)
     assert torch.allclose(out, 255 * torch.tensor(RGB_MEAN).view(1, 3, 1, 1).expand(1, 3, 24, 20))
+
+
+def test_spsr_gradient_branch_starts_from_the_official_gradient_magnitude():
+    # architecture.py Get_gradient_nopadding on a [0, 1] image: per channel sqrt(dv^2 + dh^2 + 1e-6), with
+    # dv = x[i + 1, j] - x[i - 1, j] and dh = x[i, j + 1] - x[i, j - 1] over a zero border.
+    from srfp.sisr.archs.spsr import GradientMagnitude
+
+    image = torch.rand(1, 3, 5, 6)
+    padded = functional.pad(image, (1, 1, 1, 1))
+    dv = padded[:, :, 2:, 1:-1] - padded[:, :, :-2, 1:-1]
+    dh = padded[:, :, 1:-1, 2:] - padded[:, :, 1:-1, :-2]
+    assert torch.allclose(GradientMagnitude()(image), torch.sqrt(dv**2 + dh**2 + 1e-6))
+
+
+def test_spsr_has_no_mean_shift_and_needs_the_tapped_blocks():
+    model = create_model("SPSR", 4, **TINY["SPSR"])
+    assert not any("mean" in key for key in model.state_dict())
+    with pytest.raises(ValueError, match="SPSR: nb=19 is not allowed; the gradient branch taps RRDBs 5, 10, 15, 20"):
+        create_model("SPSR", 4, nf=4, nb=19, gc=2)

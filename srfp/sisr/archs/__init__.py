@@ -1,9 +1,10 @@
 """The SISR architectures, built by name: the study's (EDSR, RDN, RCAN) and published ones (ESRGAN, SRFBN,
-DRN, SAN).
+DRN, SAN, SPSR).
 
 Each model's state_dict keys and shapes are those of its official release (EDSR-PyTorch; xinntao/ESRGAN;
-Paper99/SRFBN_CVPR19; guoyongcs/DRN; daitao/SAN), so published checkpoints load with
-``load_state_dict(..., strict=True)``. Models map N x 3 x h x w images in [0, rgb_range] (ESRGAN: [0, 1]) to N x 3 x (h * scale) x (w * scale).
+Paper99/SRFBN_CVPR19; guoyongcs/DRN; daitao/SAN; Maclory/SPSR), so published checkpoints load with
+``load_state_dict(..., strict=True)``. Models map N x 3 x h x w images in [0, rgb_range] (ESRGAN, SPSR: [0, 1])
+to N x 3 x (h * scale) x (w * scale).
 """
 
 import inspect
@@ -16,12 +17,13 @@ from srfp.sisr.archs.esrgan import RRDBNet
 from srfp.sisr.archs.rcan import RCAN
 from srfp.sisr.archs.rdn import RDN
 from srfp.sisr.archs.san import SAN
+from srfp.sisr.archs.spsr import SPSRNet
 from srfp.sisr.archs.srfbn import SRFBN
 
 #: Architecture name -> class; each constructor takes ``scale`` then keyword options.
 ARCHITECTURES: dict[str, type[nn.Module]] = {"EDSR": EDSR, "RDN": RDN, "RCAN": RCAN, "ESRGAN": RRDBNet,
                                               "SRFBN": SRFBN, "DRN": DRN,
-                                              "SAN": SAN}
+                                              "SAN": SAN, "SPSR": SPSRNet}
 SCALES = (2, 3, 4)
 
 #: The configurations of the published models (also the constructors' defaults).
@@ -33,6 +35,7 @@ PUBLISHED: dict[str, dict] = {
     "SRFBN": {"num_features": 64, "num_steps": 4, "num_groups": 6},
     "DRN": {"n_blocks": 30, "n_feats": 16},
     "SAN": {"n_resgroups": 20, "n_resblocks": 10, "n_feats": 64, "reduction": 16},
+    "SPSR": {"nf": 64, "nb": 23, "gc": 32},
 }
 
 #: Tiny configurations of the same layouts, for tests.
@@ -44,6 +47,7 @@ TINY: dict[str, dict] = {
     "SRFBN": {"num_features": 8, "num_steps": 2, "num_groups": 2},
     "DRN": {"n_blocks": 1, "n_feats": 8},
     "SAN": {"n_resgroups": 2, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
+    "SPSR": {"nf": 4, "nb": 20, "gc": 2},
 }
 
 
