@@ -1,7 +1,8 @@
 """Peak memory and time of one large photo in ``photos``: decoding a JPEG and shrinking it to ``long_side``.
 
 The README's figures for the paper's photo sizes come from this script. Each size runs in a process of its
-own, single-threaded, so that its peak resident memory (``ru_maxrss``, the imports included) is its own:
+own, single-threaded, and reports that process's peak resident memory (Linux's ``VmHWM``, the imports
+included; not ``ru_maxrss``, which a child inherits from the process that started it):
 
     flock /tmp/srfp-tests.lock python bench/photo_shrink_memory.py --sizes 6000x4000,8660x5773 --long-side 960
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,8 +40,13 @@ def measure(path: Path, long_side: int) -> dict:
     start = time.perf_counter()
     photo = fit_long_side(decode_image(path.read_bytes(), str(path)), long_side)
     seconds = time.perf_counter() - start
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    return {"shape": list(photo.shape), "seconds": round(seconds, 2), "peak_rss_gib": round(peak_gib, 2)}
+    return {"shape": list(photo.shape), "seconds": round(seconds, 2), "peak_rss_gib": round(peak_rss_gib(), 2)}
+
+
+def peak_rss_gib() -> float:
+    status = Path("/proc/self/status").read_text()
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return kib / 2**20
 
 
 def measure_in_child(path: Path, long_side: int) -> dict:

@@ -71,19 +71,35 @@ def _round_half_away(values: np.ndarray) -> np.ndarray:
 
 
 def _resize_axis(image: np.ndarray, axis: int, out_length: int, scale: float, to_uint8: bool) -> np.ndarray:
-    """Resize along ``axis``, a block of output lines at a time (uint8 in and out when ``to_uint8``)."""
+    """Resize along ``axis``, a block of rows at a time (uint8 in and out when ``to_uint8``).
+
+    Along the rows, each block of output rows is summed from the rows it needs; along the columns, each
+    block of rows is copied with its columns first (so that every line a tap reads is contiguous), resized
+    the same way, and put back. Either way a block holds at most ``BLOCK_VALUES`` values of each kind.
+    """
     weights, indices = _contributions(image.shape[axis], out_length, scale)
-    source = np.moveaxis(image, axis, 0)
-    out = np.empty((out_length, *source.shape[1:]), np.uint8 if to_uint8 else np.float64)
-    lines_per_block = max(1, BLOCK_VALUES // max(1, math.prod(source.shape[1:])))
-    for start in range(0, out_length, lines_per_block):
-        block = slice(start, start + lines_per_block)
-        out[block] = _weighted_lines(source, weights[block], indices[block], to_uint8)
-    return np.moveaxis(out, 0, axis)
+    out = np.empty(_with_length(image.shape, axis, out_length), np.uint8 if to_uint8 else np.float64)
+    if axis == 0:
+        for rows in _blocks_of_rows(out_length, math.prod(image.shape[1:])):
+            out[rows] = _weighted_lines(image, weights[rows], indices[rows], to_uint8)
+    else:
+        for rows in _blocks_of_rows(len(image), max(image.shape[1], out_length) * math.prod(image.shape[2:])):
+            columns_first = np.ascontiguousarray(np.swapaxes(image[rows], 0, 1))
+            out[rows] = np.swapaxes(_weighted_lines(columns_first, weights, indices, to_uint8), 0, 1)
+    return out
+
+
+def _with_length(shape: tuple[int, ...], axis: int, length: int) -> tuple[int, ...]:
+    return (*shape[:axis], length, *shape[axis + 1:])
+
+
+def _blocks_of_rows(rows: int, values_per_row: int) -> list[slice]:
+    rows_per_block = max(1, BLOCK_VALUES // max(1, values_per_row))
+    return [slice(start, start + rows_per_block) for start in range(0, rows, rows_per_block)]
 
 
 def _weighted_lines(source: np.ndarray, weights: np.ndarray, indices: np.ndarray, to_uint8: bool) -> np.ndarray:
-    """Each output line's weighted sum of its source lines in float64, tap after tap from zero.
+    """Each output line's weighted sum of its source lines (along axis 0) in float64, tap after tap from zero.
 
     The order of the sum is that of ``np.einsum("ok,ok...->o...")`` over whole gathers, which srfp used
     before: the photos stay bit-identical. Only one source line per output line is gathered at a time, in
@@ -174,7 +190,7 @@ def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
         grey = np.clip(_round_half_away(values * (255.0 if values.max(initial=0) <= 1.0 else 1.0)), 0, 255)
         return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
     # Palette, greyscale, CMYK and alpha modes: alpha is dropped, colours kept as they are.
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def decode_image(data: bytes, name: str = "<bytes>", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
@@ -188,7 +204,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_megapixels: float = DEF
         with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
             _refuse_above(image.size, max_megapixels, name)
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright photo
             return _to_rgb_uint8(image)
     except ImageTooLargeError:
         raise

@@ -79,15 +79,17 @@ def test_bicubic_in_blocks_is_bit_identical_to_whole_image_gathers(monkeypatch, 
         np.testing.assert_array_equal(np.signbit(ours), np.signbit(theirs))
 
 
-def test_shrinking_a_large_photo_takes_the_memory_of_blocks_not_of_the_photo():
-    photo = np.random.default_rng(0).integers(0, 256, (4000, 3000, 3), dtype=np.uint8)  # 34 MiB
+@pytest.mark.parametrize(("size", "shrunk_size"), [((4000, 3000), (960, 720)),  # rows first
+                                                   ((3000, 4001), (720, 960))])  # columns first
+def test_shrinking_a_large_photo_takes_the_memory_of_blocks_not_of_the_photo(size, shrunk_size):
+    photo = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)  # 34 MiB
     tracemalloc.start()
     try:
         shrunk = fit_long_side(photo, 960)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert shrunk.shape == (960, 720, 3) and shrunk.dtype == np.uint8
+    assert shrunk.shape == (*shrunk_size, 3) and shrunk.dtype == np.uint8
     # The first pass's uint8 output (8 MiB) and a few float64 blocks of 8 MiB; whole gathers took 1.4 GiB.
     assert peak < 64 * 2**20
 
@@ -156,6 +158,15 @@ def test_decode_applies_exif_orientation():
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     decoded = decode_image(_encode(image, "JPEG", exif=exif.tobytes(), quality=95))
     assert decoded.shape == (6, 2, 3)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_decoding_an_upright_rgb_photo_makes_no_copy_of_it_in_pillow(fmt):
+    data = _encode(Image.new("RGB", (300, 200), (1, 2, 3)), fmt)
+    before = Image.core.get_stats()["new_count"]
+    decoded = decode_image(data)
+    assert Image.core.get_stats()["new_count"] - before == 1  # the decoded image; no transposed or converted copy
+    np.testing.assert_array_equal(decoded, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
 
 
 def test_corrupt_files_raise_an_error_naming_the_file():
