@@ -57,7 +57,8 @@ class DRN(nn.Module):
     """``sub_mean``, ``head``, ``log2(scale)`` down blocks (``down.{p}``: n_feats * 2**p channels in, twice
     that out), as many up blocks (``up_blocks.{i}``, level p = phases - i: on n_feats * 2**min(phases, p + 1)
     channels, to n_feats * 2**(p - 1), then concatenated with the features that entered ``down.{p - 1}``),
-    ``tail.{i}`` (3x3 convs to RGB, one per level) and ``add_mean``. Scales 2 and 4; the published x4 models are DRN-S (the defaults) and DRN-L (n_blocks 40, n_feats 20)."""
+    ``tail.{i}`` (3x3 convs to RGB, one per level) and ``add_mean``. Scales 2 and 4; the published x4 models
+    are DRN-S (the defaults) and DRN-L (n_blocks 40, n_feats 20)."""
 
     def __init__(self, scale: int, n_blocks: int = 30, n_feats: int = 16, n_colors: int = 3):
         super().__init__()
