@@ -23,7 +23,6 @@ import pyarrow.fs as pafs
 
 from srfp.errors import UserError
 
-
 #: Temporaries older than this (seconds) are left by killed writes: no write of srfp takes so long.
 STALE_TEMPORARY_S = 3600
 
