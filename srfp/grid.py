@@ -165,6 +165,20 @@ def cmd_report(args) -> None:
     print(f"report: {write_report(grid, _root(args, grid))}")
 
 
+def cmd_predict(args) -> None:
+    from pathlib import Path
+
+    from srfp.classify.identify import identify, render
+
+    grid = load_grid(args.grid)
+    text = render(identify(_root(args, grid, writable=False), args.images), args.format)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"predict: {args.output}")
+    else:
+        print(text)
+
+
 def cmd_status(args) -> None:
     from srfp.status import render_status
 
@@ -284,6 +298,11 @@ def parser() -> argparse.ArgumentParser:
     command("report", cmd_report, "write the study's tables and figures for what the run has computed",
             root=True, only=False, leases=("report",))
     command("status", cmd_status, "show what every stage has finished, from storage alone", root=True)
+    predict = command("predict", cmd_predict, "which of the root's models made each image file, and whether one did "
+                      "at all (the spectral classifiers)", root=True, only=False)
+    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+    predict.add_argument("--format", default="table", choices=("table", "csv", "json"), help="output format")
+    predict.add_argument("--output", default=None, metavar="FILE", help="write the answers to FILE")
     run = command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True,
                   ray=True, leases=("photos", "train", "superresolve", "classify", "report"))
     run.add_argument("--force", action="append", default=None, choices=FORCEABLE, metavar="STAGE",

@@ -281,6 +281,32 @@ class ClassifierSettings:
 
 
 @dataclass(frozen=True)
+class SpectralSettings:
+    """The spectral classifier (srfp.classify.spectral), run beside the backbone's for every task: the
+    log-magnitude spectra of high-pass residual crops and a logistic regression, fitted in seconds."""
+
+    enabled: bool = True
+    #: Crops of this many pixels a side, on an evenly spaced grid of crops_per_side x crops_per_side.
+    crop_size: int = at_least(2, default=64)
+    crops_per_side: int = at_least(1, default=4)
+    #: Each crop's spectrum is average-pooled to pool x pool values (crop_size must be a multiple of it).
+    pool: int = at_least(1, default=16)
+    #: The logistic regression's inverse regularisation strength (scikit-learn's C) and iteration limit.
+    regularization: float = positive(default=1.0)
+    max_iter: int = at_least(1, default=1000)
+    #: CPUs of each Ray task computing a model's features or fitting a task.
+    cpus: float = positive(default=1.0)
+    #: `predict` calls an image unknown when the attribution's highest probability is below the value that
+    #: flags this share of the known models' validation images.
+    false_alarm_rate: float = positive(default=0.05)
+
+    def __post_init__(self):
+        if self.crop_size % self.pool:
+            raise SchemaError(f"spectral.pool: {self.pool} is not allowed; expected a divisor of spectral.crop_size "
+                              f"({self.crop_size})")
+
+
+@dataclass(frozen=True)
 class ParserGroup:
     """Parsers for one target, one per held-out value (see srfp.tasks for the value names)."""
 
@@ -314,6 +340,7 @@ class GridSpec:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     superres: SuperresSettings = field(default_factory=SuperresSettings)
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    spectral: SpectralSettings = field(default_factory=SpectralSettings)
     tasks: TaskSettings = field(default_factory=TaskSettings)
     description: str = ""
     source: str = ""
@@ -327,6 +354,9 @@ class GridSpec:
                 raise SchemaError(f"archs.{arch}: unknown architecture; allowed values: {', '.join(ARCHS)}")
         if self.classifier.crop_size > self.photos.long_side:
             raise SchemaError(f"classifier.crop_size: {self.classifier.crop_size} is not allowed; expected at most "
+                              f"photos.long_side ({self.photos.long_side}), the photos' longest side")
+        if self.spectral.enabled and self.spectral.crop_size > self.photos.long_side:
+            raise SchemaError(f"spectral.crop_size: {self.spectral.crop_size} is not allowed; expected at most "
                               f"photos.long_side ({self.photos.long_side}), the photos' longest side")
         training = self.training
         for scale in self.models.scales:

@@ -38,20 +38,25 @@ def test_attribution_accuracy_by_each_hyperparameter(report):
             expected = sum(p == t for p, t in zip(members.predicted_label, members.true_label)) / len(members)
             cell = grouped[(grouped.attribute == attribute) & (grouped.value.astype(str) == str(value))]
             assert cell.accuracy.item() == pytest.approx(expected) and cell.images.item() == len(members)
-    overall = table(report, "attribution")
-    assert overall.chance.item() == pytest.approx(1 / 16)
-    assert overall.accuracy_1_image.item() == pytest.approx((rows.predicted_label == rows.true_label).mean())
+    overall = table(report, "attribution").set_index("backbone")
+    assert list(overall.index) == ["xception_narrow", "spectral"]  # the spectral classifier's row beside it
+    assert list(overall.chance) == pytest.approx([1 / 16, 1 / 16])
+    assert overall.loc["xception_narrow", "accuracy_1_image"] == pytest.approx((rows.predicted_label == rows.true_label).mean())
+    spectral = pd.read_parquet(report.path("classifiers/spectral/attribution/predictions.parquet"))
+    spectral = spectral[spectral.role == "test"]
+    assert overall.loc["spectral", "accuracy_1_image"] == pytest.approx((spectral.predicted_label == spectral.true_label).mean())
 
 
 def test_the_parser_table_has_one_and_ten_image_accuracy_per_held_out_value(report):
     rows = predictions(report, "parse-scale-holdout-L1")
     per_model = rows.groupby("model_id").apply(lambda m: (m.predicted_label == m.true_label).mean(), include_groups=False)
     one_image = (rows.predicted_label == rows.true_label).mean()
-    parsers = table(report, "parsers").set_index("target")
+    parsers = table(report, "parsers").set_index(["target", "backbone"])
     # One test photo per model: the 10-image vote has that one image, so it is the per-model accuracy.
-    assert parsers.loc["scale", "L1"] == f"{one_image:.3f} / {per_model.mean():.3f}"
-    assert parsers.loc["scale", "chance"] == pytest.approx(0.5)
-    assert parsers.loc["loss", "RCAN"] == "not run"
+    assert parsers.loc[("scale", "xception_narrow"), "L1"] == f"{one_image:.3f} / {per_model.mean():.3f}"
+    assert parsers.loc[("scale", "xception_narrow"), "chance"] == pytest.approx(0.5)
+    assert parsers.loc[("scale", "spectral"), "chance"] == pytest.approx(0.5)
+    assert parsers.loc[("loss", "xception_narrow"), "RCAN"] == "not run"
     assert "python -m srfp.grid parse --all" in report.read_text("report/report.md")
 
 
@@ -73,6 +78,7 @@ def test_the_acutance_baseline_matches_an_independent_k_nearest_neighbours(repor
     baseline = table(report, "acutance_baseline").set_index("task")
     assert baseline.loc["parse-scale-holdout-L1", "acutance_1_image"] == pytest.approx(expected)
     assert baseline.loc["parse-scale-holdout-L1", "k"] == 20
+    assert 0 <= baseline.loc["parse-scale-holdout-L1", "spectral_1_image"] <= 1
 
 
 def test_dataset_statistics_count_images_pixels_bits_per_pixel_and_entropy(report):

@@ -110,8 +110,17 @@ def dataset_statistics(measures: pd.DataFrame, manifest: pd.DataFrame | None) ->
     return section
 
 
-def attribution(grid: GridSpec, storage: Storage, result: dict | None) -> Section:
-    """Table 2 (accuracy grouped by each hyperparameter) and Figure 3 (seed triplets)."""
+def _headline(result: dict) -> dict:
+    summary = result["summary"]
+    return {"backbone": result["backbone"], "models": summary["models"], "test_images": summary["images"],
+            "chance": summary["chance"], "accuracy_1_image": summary["accuracy_1_image"],
+            f"accuracy_{summary['vote_size']}_image_vote": summary["accuracy_vote"],
+            "accuracy_mean_probability_vote": summary["accuracy_vote_mean_probability"]}
+
+
+def attribution(grid: GridSpec, storage: Storage, result: dict | None, spectral: dict | None = None) -> Section:
+    """Table 2 (accuracy grouped by each hyperparameter; the headline also with the spectral classifier) and
+    Figure 3 (seed triplets)."""
     section = Section("Attribution (Table 2, Figure 3)")
     if result is None:
         section.missing("the attribution classifier", "python -m srfp.grid attribute")
@@ -119,12 +128,8 @@ def attribution(grid: GridSpec, storage: Storage, result: dict | None) -> Sectio
     settings = grid.classifier
     predictions = _predictions(storage, result)
     scored = predictions[predictions.role == "test"]
-    summary = result["summary"]
-    section.table("attribution", pd.DataFrame([{
-        "models": summary["models"], "test_images": summary["images"], "chance": summary["chance"],
-        "accuracy_1_image": summary["accuracy_1_image"], f"accuracy_{summary['vote_size']}_image_vote":
-        summary["accuracy_vote"], "accuracy_mean_probability_vote": summary["accuracy_vote_mean_probability"]}]),
-        f"Attribution over {summary['classes']} models ({result['backbone']})")
+    section.table("attribution", pd.DataFrame([_headline(r) for r in (result, spectral) if r]),
+                  f"Attribution over {result['summary']['classes']} models, by classifier")
     grouped = []
     for attribute in ("scale", "loss", "arch", "dataset"):
         table = grouped_accuracy(scored, attribute)
@@ -148,15 +153,17 @@ def attribution(grid: GridSpec, storage: Storage, result: dict | None) -> Sectio
     return section
 
 
-def parsers(grid: GridSpec, results: dict[str, dict]) -> Section:
-    """Table 3: each parser's 1-image / N-image accuracy on its held-out value, and chance."""
+def parsers(grid: GridSpec, results: dict[str, dict], spectral: dict[str, dict] | None = None) -> Section:
+    """Table 3: each parser's 1-image / N-image accuracy on its held-out value, and chance (a second row per
+    target for the spectral classifier, when it ran)."""
     section = Section("Parsers on held-out values (Table 3)")
     holdout_tasks = [task for task in tasks_of(grid) if task.kind == "parser" and task.holdout]
     rows, tokens = {}, []
-    for task in holdout_tasks:
+    backbones = [(grid.classifier.backbone, results)] + ([("spectral", spectral)] if spectral else [])
+    for task, (backbone, ran) in ((task, pair) for task in holdout_tasks for pair in backbones):
         tokens += [task.holdout.token] if task.holdout.token not in tokens else []
-        result = results.get(task.name)
-        row = rows.setdefault(task.target, {"target": task.target})
+        result = ran.get(task.name)
+        row = rows.setdefault((task.target, backbone), {"target": task.target, "backbone": backbone})
         if result:
             summary = result["summary"]
             row[task.holdout.token] = f"{summary['accuracy_1_image']:.3f} / {summary['accuracy_vote']:.3f}"
@@ -166,7 +173,7 @@ def parsers(grid: GridSpec, results: dict[str, dict]) -> Section:
     if not holdout_tasks:
         section.lines += ["The grid file asks for no holdout parsers.", ""]
         return section
-    table = pd.DataFrame([{column: row.get(column, "") for column in ["target", *tokens, "chance"]}
+    table = pd.DataFrame([{column: row.get(column, "") for column in ["target", "backbone", *tokens, "chance"]}
                           for row in rows.values()])
     section.table("parsers", table, f"Parser accuracy, 1 image / {grid.classifier.vote_size}-image vote, "
                   "on the models with the held-out value (columns); empty: the grid has no such parser")
@@ -175,8 +182,9 @@ def parsers(grid: GridSpec, results: dict[str, dict]) -> Section:
     return section
 
 
-def acutance_section(grid: GridSpec, measures: pd.DataFrame, results: dict[str, dict]) -> Section:
-    """Table 7: the acutance k-NN baseline for each holdout parser, beside the classifier where it ran."""
+def acutance_section(grid: GridSpec, measures: pd.DataFrame, results: dict[str, dict],
+                     spectral: dict[str, dict] | None = None) -> Section:
+    """Table 7: the acutance k-NN baseline for each holdout parser, beside the classifiers where they ran."""
     section = Section("Acutance baseline (Table 7)")
     if measures.empty:
         section.missing("super-resolved photos", "python -m srfp.grid superresolve")
@@ -198,6 +206,8 @@ def acutance_section(grid: GridSpec, measures: pd.DataFrame, results: dict[str, 
         rows.append({"task": task.name, "chance": baseline["chance"], "acutance_1_image": baseline["accuracy_1_image"],
                      f"acutance_{settings.vote_size}_image_vote": baseline["accuracy_vote"],
                      "classifier_1_image": result["summary"]["accuracy_1_image"] if result else np.nan,
+                     **({"spectral_1_image": spectral[task.name]["summary"]["accuracy_1_image"]
+                         if task.name in spectral else np.nan} if spectral else {}),
                      "k": baseline["k"]})
     if waiting:
         section.missing(f"the super-resolved photos of every model of {', '.join(waiting)}",
@@ -273,13 +283,13 @@ def backbones(results: dict[str, dict[str, dict]]) -> Section:
 
 def build_report(grid: GridSpec, storage: Storage, log=print) -> list[Section]:
     results = all_results(storage)
-    primary = results.get(grid.classifier.backbone, {})
+    primary, spectral = results.get(grid.classifier.backbone, {}), results.get("spectral", {})
     models = complete_models(storage)
     measures = image_measures(storage, models, log)
     manifest = read_manifest(storage) if storage.is_file(MANIFEST) else None
     return [model_quality(storage, models, log), dataset_statistics(measures, manifest),
-            attribution(grid, storage, primary.get("attribution")), parsers(grid, primary),
-            acutance_section(grid, measures, primary), published_models(storage, primary),
+            attribution(grid, storage, primary.get("attribution"), spectral.get("attribution")),
+            parsers(grid, primary, spectral), acutance_section(grid, measures, primary, spectral), published_models(storage, primary),
             tsne(storage, primary.get("attribution")), backbones(results)]
 
 

@@ -4,12 +4,8 @@ The classifier's Ray Train worker predicts right after training (see srfp.classi
 epoch's weights already on its device: no other process loads the network, and Ray Data tasks decode and
 crop the images beside it, as for validation.
 
-The rows' columns (``predictions.parquet``, written and read by :mod:`srfp.classify.results`): the image's
-model and its hyperparameters (``model_id``, ``source``, ``arch``, ``dataset``, ``scale``, ``loss``,
-``seed``), ``image_id``, ``role`` (``test``: an image the task is scored on; ``published``: a published
-model's image shown to a custom-model classifier), ``true_label`` and ``predicted_label`` (strings),
-``probabilities`` (one per class, in the task's label order) and ``features`` (the backbone's pooled
-pre-logits, e.g. 2048 for Xception).
+The rows' columns are those of ``predictions.parquet`` (:mod:`srfp.classify.results`); ``features`` are the
+backbone's pooled pre-logits (e.g. 2048 for Xception).
 """
 
 from __future__ import annotations
@@ -20,17 +16,10 @@ import torch
 
 from srfp.classify.data import evaluation_crops, read_split
 from srfp.classify.network import Classifier
+from srfp.classify.results import METADATA, prediction_table
 from srfp.devices import autocast
 from srfp.gridspec import ClassifierSettings
 from srfp.storage import Storage
-
-METADATA = ["model_id", "source", "arch", "dataset", "scale", "loss", "seed", "image_id"]
-COLUMN_TYPES = {**{name: pa.string() for name in METADATA}, "scale": pa.int32(), "seed": pa.int32(),
-                "role": pa.string(), "true_label": pa.string(), "predicted_label": pa.string()}
-
-
-def _float_lists(matrix: np.ndarray) -> pa.Array:
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.astype(np.float32).ravel()), matrix.shape[1])
 
 
 def predict(classifier: Classifier, storage: Storage, settings: ClassifierSettings, target: str, labels: list[str],
@@ -51,8 +40,6 @@ def _prediction_rows(classifier: Classifier, batch: dict[str, np.ndarray], targe
     with autocast(device):
         logits, features = classifier.forward_with_features(torch.tensor(batch["image"], device=device))
     probabilities = logits.float().softmax(1).cpu().numpy()
-    table = {name: batch[name] for name in METADATA}
-    table.update(role=[role_of[str(model_id)] for model_id in batch["model_id"]],
-                 true_label=[str(value) for value in batch[target]], predicted_label=labels[probabilities.argmax(1)])
-    return pa.table({**{k: pa.array(list(v), type=COLUMN_TYPES[k], from_pandas=True) for k, v in table.items()},
-                     "probabilities": _float_lists(probabilities), "features": _float_lists(features.float().cpu().numpy())})
+    return prediction_table({name: batch[name] for name in METADATA}, [role_of[str(m)] for m in batch["model_id"]],
+                            [str(value) for value in batch[target]], labels, probabilities,
+                            features.float().cpu().numpy())

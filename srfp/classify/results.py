@@ -1,8 +1,8 @@
 """The classifier results' contract: where each task's results live, and how they are written and read.
 
 ``<root>/classifiers/<backbone>/<task>/`` holds the training state (``checkpoint.pt``, ``progress.json``,
-``model.safetensors``; see :mod:`srfp.classify.loop`), ``predictions.parquet`` (one row per test image; its
-columns in :mod:`srfp.classify.predict`) and, written last, ``result.json``: labels, models, settings,
+``model.safetensors``; see :mod:`srfp.classify.loop`), ``predictions.parquet`` (one row per test image; see
+:func:`prediction_table`) and, written last, ``result.json``: labels, models, settings,
 per-epoch history and the headline accuracies. A task with a result is complete. The classifier stage
 writes them; ``status`` and the report read them through this module only.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -19,6 +20,10 @@ from srfp.storage import Storage
 
 RESULT = "result.json"
 PREDICTIONS = "predictions.parquet"
+#: The image's model, its hyperparameters and the image: the first columns of a prediction row.
+METADATA = ["model_id", "source", "arch", "dataset", "scale", "loss", "seed", "image_id"]
+_COLUMN_TYPES = {**{name: pa.string() for name in METADATA}, "scale": pa.int32(), "seed": pa.int32(),
+                 "role": pa.string(), "true_label": pa.string(), "predicted_label": pa.string()}
 
 
 def task_folder(backbone: str, task) -> str:
@@ -48,6 +53,23 @@ def all_results(storage: Storage) -> dict[str, dict[str, dict]]:
                 result = read_result(storage, folder)
                 results.setdefault(result["backbone"], {})[result["task"]] = {**result, "folder": folder}
     return results
+
+
+def _float_lists(matrix: np.ndarray) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.astype(np.float32).ravel()), matrix.shape[1])
+
+
+def prediction_table(metadata: dict, roles: list[str], true_labels: list[str], labels, probabilities: np.ndarray,
+                     features: np.ndarray) -> pa.Table:
+    """Prediction rows: ``metadata`` (the :data:`METADATA` columns), ``role`` (``test``: an image the task is
+    scored on; ``published``: a published model's image shown to a custom-model classifier), ``true_label``
+    and ``predicted_label`` (strings), ``probabilities`` (one per class, in the order of ``labels``) and
+    ``features`` (what the classifier saw last before its decision, one vector per image)."""
+    columns = {**metadata, "role": roles, "true_label": true_labels,
+               "predicted_label": list(np.asarray(labels)[probabilities.argmax(1)]) if len(probabilities) else []}
+    return pa.table({**{name: pa.array(list(values), type=_COLUMN_TYPES[name], from_pandas=True)
+                        for name, values in columns.items()},
+                     "probabilities": _float_lists(probabilities), "features": _float_lists(features)})
 
 
 def write_predictions(storage: Storage, folder: str, table: pa.Table) -> None:

@@ -1,7 +1,8 @@
 """The classifier stage: for each task, train and predict the test images on Ray Train, score, record; the
-tasks run side by side, one Ray Tune trial each (see srfp.classify.tuning). What each task leaves in the
-root, and how it is read, is :mod:`srfp.classify.results`; a complete task is skipped, an interrupted one
-continues from its last finished epoch.
+tasks run side by side, one Ray Tune trial each (see srfp.classify.tuning). Then, unless the grid turns it
+off, the spectral classifier of each task (see srfp.classify.spectral), one Ray task each. What each task
+leaves in the root, and how it is read, is :mod:`srfp.classify.results`; a complete task is skipped, an
+interrupted one continues from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from srfp.analysis.accuracy import summarise
 from srfp.classify.loop import read_progress, weights_path
-from srfp.classify.results import is_complete, read_predictions, read_result, task_folder, write_result
+from srfp.classify.results import is_complete, read_predictions, read_result, task_folder, write_predictions, write_result
 from srfp.errors import UserError
 from srfp.gridspec import ClassifierSettings, GridSpec
 from srfp.photos import read_manifest
@@ -43,13 +44,17 @@ def task_models(grid: GridSpec, task: Task, shards: list[ModelInfo]) -> list[Mod
 
 
 def check_crop_fits(grid: GridSpec, storage: Storage) -> None:
-    """Crops are never resized: every super-resolved photo must be at least ``crop_size`` on each side."""
+    """Crops are never resized: every super-resolved photo must be at least each crop size on each side."""
     manifest = read_manifest(storage)
     smallest = int(min(manifest["height"].min(), manifest["width"].min())) - max(grid.models.scales) + 1
-    if smallest < grid.classifier.crop_size:
-        raise ClassifyError(f"classifier.crop_size {grid.classifier.crop_size} is larger than the smallest photo "
-                            f"side ({smallest} px after cropping to the scale); crops are never resized, so use a "
-                            "smaller crop_size or larger photos (photos.long_side)")
+    crops = {"classifier.crop_size": grid.classifier.crop_size}
+    if grid.spectral.enabled:
+        crops["spectral.crop_size"] = grid.spectral.crop_size
+    for setting, size in crops.items():
+        if smallest < size:
+            raise ClassifyError(f"{setting} {size} is larger than the smallest photo side ({smallest} px after "
+                                "cropping to the scale); crops are never resized, so use a smaller crop size or "
+                                "larger photos (photos.long_side)")
 
 
 @dataclass(frozen=True)
@@ -92,14 +97,72 @@ def run_task(storage: Storage, settings: ClassifierSettings, run: TaskRun, log=p
     progress = read_progress(storage, folder)
     summary = summarise(read_predictions(storage, folder), run.labels, settings.vote_size,
                         settings.vote_repeats)
-    result = {"task": task.name, "backbone": settings.backbone, "kind": task.kind, "target": task.target,
-              "population": task.population, "holdout": dataclasses.asdict(task.holdout) if task.holdout else None,
-              "exclude_seeds": list(task.exclude_seeds), "init_from": task.init_from, "labels": run.labels,
-              "train_models": run.train_ids, "test_models": run.test_ids, "published_models": run.published,
-              "settings": dataclasses.asdict(settings), "best_epoch": progress["best_epoch"],
-              "best_val_accuracy": progress["best_accuracy"], "history": progress["history"], "summary": summary}
+    result = _result_record(task, run, settings.backbone, dataclasses.asdict(settings), summary, progress["best_epoch"],
+                            progress["best_accuracy"], progress["history"])
     write_result(storage, folder, result)
     return result
+
+
+def _result_record(task: Task, run: TaskRun, backbone: str, settings: dict, summary: dict, best_epoch: int,
+                   best_val_accuracy: float, history: list) -> dict:
+    """What ``result.json`` records of a finished task, whatever its backbone."""
+    return {"task": task.name, "backbone": backbone, "kind": task.kind, "target": task.target,
+            "population": task.population, "holdout": dataclasses.asdict(task.holdout) if task.holdout else None,
+            "exclude_seeds": list(task.exclude_seeds), "init_from": task.init_from, "labels": run.labels,
+            "train_models": run.train_ids, "test_models": run.test_ids, "published_models": run.published,
+            "settings": settings, "best_epoch": best_epoch, "best_val_accuracy": best_val_accuracy,
+            "history": history, "summary": summary}
+
+
+def run_spectral_task(root: str, grid: GridSpec, run: TaskRun) -> dict:
+    """Fit one task's spectral classifier on its models' cached features, predict, score and record; returns its
+    result record. Runs in a Ray task."""
+    from srfp.classify import spectral
+
+    storage, task = Storage(root), run.task
+    models = {model.model_id: model for model in complete_models(storage)}
+    wanted = list(dict.fromkeys(run.train_ids + run.test_ids + run.published))
+    rows = spectral.read_features(storage, [models[model_id] for model_id in wanted], grid.spectral)
+    fit = spectral.fit_and_predict(rows, task.target, run.labels, run.train_ids,
+                                   {"test": run.test_ids, "published": run.published}, grid.spectral)
+    folder = task_folder(spectral.BACKBONE, task)
+    spectral.write_model(storage, folder, fit.arrays)
+    write_predictions(storage, folder, fit.predictions)
+    summary = summarise(read_predictions(storage, folder), run.labels, grid.classifier.vote_size,
+                        grid.classifier.vote_repeats)
+    result = _result_record(task, run, spectral.BACKBONE, dataclasses.asdict(grid.spectral), summary, 0,
+                            fit.val_accuracy, [])
+    rate = grid.spectral.false_alarm_rate
+    result["unknown"] = {"false_alarm_rate": rate, "validation_images": len(fit.val_confidence),
+                         "threshold": spectral.unknown_threshold(fit.val_confidence, rate)}
+    write_result(storage, folder, result)
+    return result
+
+
+def classify_spectral(grid: GridSpec, storage: Storage, tasks: list[Task], shards: list[ModelInfo],
+                      log=print) -> list[dict]:
+    """The spectral classifier of every task: the features of their models (cached), then one Ray task per
+    task that is not complete; returns the results in task order."""
+    import ray
+
+    from srfp.classify import spectral
+
+    results, pending = {}, []
+    for task in tasks:
+        folder = task_folder(spectral.BACKBONE, task)
+        if is_complete(storage, folder):
+            results[task.name] = read_result(storage, folder)
+        else:
+            pending.append(prepare(grid, task, shards))
+    if pending:
+        models = {model.model_id: model for model in shards}
+        needed = sorted({model_id for run in pending for model_id in run.train_ids + run.test_ids + run.published})
+        spectral.cache_features(storage, [models[model_id] for model_id in needed], grid.spectral, log)
+        log(f"classify: spectral classifiers of {', '.join(run.task.name for run in pending)}")
+        fit = ray.remote(run_spectral_task).options(num_cpus=grid.spectral.cpus)
+        for run, result in zip(pending, ray.get([fit.remote(storage.uri, grid, run) for run in pending])):
+            results[run.task.name] = result
+    return [results[task.name] for task in tasks]
 
 
 def describe(result: dict) -> str:
@@ -129,6 +192,9 @@ def classify(grid: GridSpec, storage: Storage, tasks: list[Task], log=print) -> 
         results.update(train_tasks(storage, grid.classifier, wave, log))
     for task in tasks:
         log(describe(results[task.name]))
+    if grid.spectral.enabled:
+        for result in classify_spectral(grid, storage, tasks, shards, log):
+            log(f"spectral: {describe(result)}")
     return [results[task.name] for task in tasks]
 
 
