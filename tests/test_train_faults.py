@@ -18,7 +18,7 @@ SELECTION = "arch=EDSR,dataset=div2k,loss=L1"
 def _grid_file(tmp_path: Path) -> Path:
     """The smoke grid, trained long enough to be interrupted, one trial at a time."""
     grid = yaml.safe_load(resolve_grid_path("smoke").read_text())
-    grid["training"].update(iterations=900, checkpoint_every=50, batch_size=4, patch_size={2: 32, 4: 64},
+    grid["training"].update(iterations=400, checkpoint_every=50, batch_size=4, patch_size={2: 32, 4: 64},
                             max_concurrent_trials=1, max_failures=2)
     path = tmp_path / "faults.yaml"
     path.write_text(yaml.safe_dump(grid))
@@ -43,7 +43,7 @@ def test_a_killed_trial_worker_is_retried_and_continues_from_its_checkpoint(tmp_
     os.kill(workers[0], signal.SIGKILL)
     assert driver.wait(timeout=300) == 0
     record = _record(root, model_id)
-    assert record["iterations"] == 900 and record["resumed_from_iteration"] > 0
+    assert record["iterations"] == 400 and record["resumed_from_iteration"] > 0
 
 
 def test_a_killed_driver_is_rerun_without_retraining_finished_models(tmp_path):
@@ -60,4 +60,4 @@ def test_a_killed_driver_is_rerun_without_retraining_finished_models(tmp_path):
     assert rerun.wait(timeout=300) == 0
     assert finished == {path: (storage.read_bytes(path), os.stat(root / path).st_mtime_ns) for path in finished}
     assert _record(root, second)["resumed_from_iteration"] > 0
-    assert _record(root, second)["iterations"] == 900
+    assert _record(root, second)["iterations"] == 400
