@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 from srfp.images import encode_png, psnr_y
 from srfp.photos import photos_digest
 from srfp.provenance import check_unchanged, digest
-from srfp.sisr.train import record_path
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
 
@@ -143,6 +142,8 @@ def mark_complete(storage: Storage, model: ModelInfo, expected_rows: int, precis
 def shard_inputs(storage: Storage, model_id: str, photos: str) -> dict:
     """What a shard's images are made from: the photo set (its :func:`~srfp.photos.photos_digest`, ``photos``)
     and the trained model (the digest of its record, unique to each training; None for images made elsewhere)."""
+    from srfp.sisr.train import record_path  # imports torch: not when the pipeline's CPU stages import this module
+
     record = record_path(model_id)
     return {"photos_digest": photos, "trained_model_digest": digest(storage.read_text(record))
             if storage.is_file(record) else None}
