@@ -91,9 +91,16 @@ def identity_shard(root: Storage, spec) -> None:
     write_shard(root, model, rows, "float32")
 
 
-def test_superresolve_stops_before_ray_on_shards_of_other_photos_or_precision(tmp_path, capsys):
-    import ray
+def _no_ray(monkeypatch) -> list:
+    """The calls a command makes to connect to Ray (none, when it stops before any work); a session's Ray may
+    already run in this process, started by other tests."""
+    connects = []
+    monkeypatch.setattr("srfp.cluster.connect", lambda *args, **kwargs: connects.append(args))
+    return connects
 
+
+def test_superresolve_stops_before_ray_on_shards_of_other_photos_or_precision(tmp_path, capsys, monkeypatch):
+    connects = _no_ray(monkeypatch)
     root = Storage(tmp_path / "run")
     assert main(["photos", "--grid", "smoke", "--root", root.uri]) == 0
     spec = Plan.of(load_grid("smoke"), EDSR_L1).models[0]
@@ -109,7 +116,7 @@ def test_superresolve_stops_before_ray_on_shards_of_other_photos_or_precision(tm
     assert main(["superresolve", "--grid", smaller, "--root", root.uri, "--only", EDSR_L1]) == 2
     error = error_line(capsys)
     assert f"the shard {shard} was made with other settings (photos_digest: " in error
-    assert "`python -m srfp.grid superresolve --force`" in error and not ray.is_initialized()
+    assert "`python -m srfp.grid superresolve --force`" in error and not connects
     prepare_shards(root, [spec], "float32", force=True)
     assert not root.exists(f"{shard_folder(spec.model_id)}/{MARKER}")
 
@@ -136,9 +143,8 @@ def killed_at_first_checkpoint(metrics: dict) -> None:
     raise Killed
 
 
-def test_train_stops_before_ray_on_models_and_checkpoints_of_other_training_settings(tmp_path, capsys):
-    import ray
-
+def test_train_stops_before_ray_on_models_and_checkpoints_of_other_training_settings(tmp_path, capsys, monkeypatch):
+    connects = _no_ray(monkeypatch)
     grid = smoke_grid(iterations=4, checkpoint_every=2)
     finished, interrupted = Plan.of(grid, "arch=EDSR,dataset=div2k,loss=L1").models
     root = Storage(tmp_path / "run")
@@ -160,6 +166,6 @@ def test_train_stops_before_ray_on_models_and_checkpoints_of_other_training_sett
                  "--only", "arch=EDSR,dataset=div2k,scale=4,loss=L1"]) == 2
     assert (f"the checkpoint {root.uri_of(progress_path(interrupted.model_id))} was made with other settings "
             "(patch_size: 96, now 64)") in error_line(capsys)
-    assert not ray.is_initialized()
+    assert not connects
     prepare_training(root, [finished], smoke_grid(iterations=6), force=True)
     assert not root.exists(record_path(finished.model_id))
