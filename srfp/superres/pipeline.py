@@ -34,8 +34,8 @@ from srfp.sisr.train import is_trained, load_trained
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
 from srfp.superres.core import superresolve
-from srfp.superres.shards import STAGED, ModelInfo, mark_complete, pack_part, shard_folder, shard_status
-from srfp.superres.stages import pack_image, read_pairs, stage_rows, unpack_image
+from srfp.superres.shards import STAGED, ModelInfo, mark_complete, shard_folder, shard_status
+from srfp.superres.stages import pack, pack_image, read_pairs, stage_rows, unpack_image
 
 #: A packing task's CPUs, as a share of a CPU stage task's: it mostly waits on storage.
 PACK_SHARE = 0.25
@@ -110,16 +110,11 @@ def superresolution_rows(spec: SISRSpec, grid: GridSpec, root: str, photos: list
             .map_batches(stage_rows, fn_kwargs={"model": ModelInfo.of_spec(spec), "root": root}, **cpu_task))
 
 
-@ray.remote
-def _pack_part(root: str, model_id: str, part: int, positions: range) -> int:
-    return pack_part(Storage(root), model_id, part, positions)
-
-
 def pack_shard(storage: Storage, model_id: str, photos: int, rows_per_file: int, cpus: float) -> None:
     """Pack a model's staged rows into its parts (one task each, in parallel), then remove the staged rows."""
     parts = [range(start, min(start + rows_per_file, photos)) for start in range(0, photos, rows_per_file)]
-    ray.get([_pack_part.options(num_cpus=cpus).remote(storage.uri, model_id, part, positions)
-             for part, positions in enumerate(parts)])
+    task = ray.remote(pack).options(num_cpus=cpus)
+    ray.get([task.remote(storage.uri, model_id, part, positions) for part, positions in enumerate(parts)])
     storage.delete(f"{shard_folder(model_id)}/{STAGED}")
 
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 from srfp.images import downscale
 from srfp.photos import read_photo
 from srfp.storage import Storage
-from srfp.superres.shards import SCHEMA, ModelInfo, make_row, stage_row
+from srfp.superres.shards import SCHEMA, ModelInfo, make_row, pack_part, stage_row
 
 
 def pack_image(image: np.ndarray) -> bytes:
@@ -51,3 +51,8 @@ def stage_rows(batch: pa.Table, model: ModelInfo, root: str) -> pa.Table:
     for position, row in zip(batch.column("position").to_pylist(), encode_rows(batch, model).to_pylist()):
         stage_row(storage, model.model_id, position, row)
     return batch.select(["position"])
+
+
+def pack(root: str, model_id: str, part: int, positions: range) -> int:
+    """A packing task: one part of a shard from its staged rows, in a worker that never imports torch."""
+    return pack_part(Storage(root), model_id, part, positions)
