@@ -16,6 +16,13 @@ def default_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bo
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
 
 
+def channel_gate(channels: int, reduction: int) -> nn.Sequential:
+    """1x1 convolutions down by ``reduction`` and back, then a sigmoid: the gate of RCAN's and SAN's channel
+    attention (their official ``conv_du`` layout)."""
+    return nn.Sequential(nn.Conv2d(channels, channels // reduction, 1), nn.ReLU(inplace=True),
+                         nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid())
+
+
 class MeanShift(nn.Conv2d):
     """Frozen identity 1x1 convolution whose bias adds ``sign * rgb_range * RGB_MEAN`` to an RGB image."""
 

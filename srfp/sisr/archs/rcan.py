@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from srfp.sisr.archs.common import ResBlock, ResidualSRNet, default_conv
+from srfp.sisr.archs.common import ResBlock, ResidualSRNet, channel_gate, default_conv
 
 
 class ChannelAttention(nn.Module):
@@ -12,12 +12,7 @@ class ChannelAttention(nn.Module):
     def __init__(self, channels: int, reduction: int):
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv_du = nn.Sequential(
-            nn.Conv2d(channels, channels // reduction, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels // reduction, channels, 1),
-            nn.Sigmoid(),
-        )
+        self.conv_du = channel_gate(channels, reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.conv_du(self.avg_pool(x))

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from srfp.sisr.archs.common import Upsampler, default_conv, mean_shifts
+from srfp.sisr.archs.common import Upsampler, channel_gate, default_conv, mean_shifts
 
 #: SOCA pools the covariance of at most this many rows and columns of features, the central ones.
 COVARIANCE_REGION = 1000
@@ -82,12 +82,7 @@ class SOCA(nn.Module):
 
     def __init__(self, channels: int, reduction: int):
         super().__init__()
-        self.conv_du = nn.Sequential(
-            nn.Conv2d(channels, channels // reduction, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels // reduction, channels, 1),
-            nn.Sigmoid(),
-        )
+        self.conv_du = channel_gate(channels, reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = newton_schulz_sqrt(covariance(covariance_region(x))).mean(dim=1)
