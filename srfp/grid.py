@@ -9,6 +9,7 @@ import time
 from contextlib import ExitStack, contextmanager
 
 from srfp.calibration import load_calibration
+from srfp.classify.backbones import BACKBONES
 from srfp.download import DATASETS, download
 from srfp.errors import UserError
 from srfp.flickr import REDISTRIBUTABLE, FlickrError
@@ -171,7 +172,7 @@ def cmd_predict(args) -> None:
     from srfp.classify.identify import identify, render
 
     grid = load_grid(args.grid)
-    text = render(identify(_root(args, grid, writable=False), args.images), args.format)
+    text = render(identify(_root(args, grid, writable=False), args.images, args.backbone), args.format)
     if args.output:
         Path(args.output).write_text(text + "\n")
         print(f"predict: {args.output}")
@@ -299,8 +300,11 @@ def parser() -> argparse.ArgumentParser:
             root=True, only=False, leases=("report",))
     command("status", cmd_status, "show what every stage has finished, from storage alone", root=True)
     predict = command("predict", cmd_predict, "which of the root's models made each image file, and whether one did "
-                      "at all (the spectral classifiers)", root=True, only=False)
+                      "at all (the spectral classifiers, or --backbone's)", root=True, only=False)
     predict.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+    predict.add_argument("--backbone", default="spectral", choices=("spectral", *BACKBONES),
+                         help="the classifiers that answer: the spectral ones (default) or those of a "
+                              "classifier.backbone trained on the root")
     predict.add_argument("--format", default="table", choices=("table", "csv", "json"), help="output format")
     predict.add_argument("--output", default=None, metavar="FILE", help="write the answers to FILE")
     run = command("run", cmd_run, "run every stage of the pipeline in order, skipping finished work", root=True,

@@ -275,6 +275,9 @@ class ClassifierSettings:
     vote_size: int = at_least(1, default=10)
     vote_repeats: int = at_least(1, default=1000)
     max_failures: int = at_least(0, default=2)
+    #: `predict --backbone` with this classifier calls an image unknown when its unknown-model score flags no
+    #: more than this share of the known models' validation images (as spectral.false_alarm_rate).
+    false_alarm_rate: float = positive(default=0.05)
 
     def __post_init__(self):
         _require_cpus(self.worker, "classifier.worker")
@@ -296,8 +299,8 @@ class SpectralSettings:
     max_iter: int = at_least(1, default=1000)
     #: CPUs of each Ray task computing a model's features or fitting a task.
     cpus: float = positive(default=1.0)
-    #: `predict` calls an image unknown when the attribution's highest probability is below the value that
-    #: flags this share of the known models' validation images.
+    #: `predict` calls an image unknown when its unknown-model score (1 - the attribution's highest probability)
+    #: is above the value that flags no more than this share of the known models' validation images.
     false_alarm_rate: float = positive(default=0.05)
 
     def __post_init__(self):

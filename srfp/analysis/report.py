@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from srfp.analysis import figures
+from srfp.analysis import figures, openset
 from srfp.analysis.accuracy import grouped_accuracy, seed_triplet_accuracy, vote_accuracy
 from srfp.analysis.acutance import acutance_baseline
 from srfp.analysis.measures import image_measures
@@ -218,6 +218,29 @@ def acutance_section(grid: GridSpec, measures: pd.DataFrame, results: dict[str, 
     return section
 
 
+def unknown_models(grid: GridSpec, storage: Storage, results: dict[str, dict[str, dict]],
+                   false_alarm_rate: float = 0.05) -> Section:
+    """Beyond the study: the unknown-model detector of each holdout task and backbone (see
+    :mod:`srfp.analysis.openset`), known images (the training models' test images) against unknown ones (the
+    held-out models')."""
+    section = Section("Unknown-model detection (beyond the study)")
+    holdout_tasks = [task for task in tasks_of(grid) if task.kind == "parser" and task.holdout]
+    rows = []
+    for task in holdout_tasks:
+        for backbone in (b for b in (grid.classifier.backbone, "spectral") if task.name in results.get(b, {})):
+            measured = openset.detection(_predictions(storage, results[backbone][task.name]), false_alarm_rate)
+            rows.append({"task": task.name, "backbone": backbone,
+                         **(measured or {"known_images": 0, "unknown_images": 0, "auroc": np.nan})})
+    if not rows:
+        section.missing("holdout parsers", "python -m srfp.grid parse --all")
+        return section
+    section.table("unknown_models", pd.DataFrame(rows), "Each holdout parser's unknown-model score (1 - its highest "
+                  "probability): AUROC of the held-out models' test images (unknown) against the training models' "
+                  f"(known), and the share of unknown images flagged where {false_alarm_rate:.0%} of known ones are "
+                  "(nan: classified by an older srfp, without the known images)")
+    return section
+
+
 def published_models(storage: Storage, results: dict[str, dict]) -> Section:
     """Figure 4: what the all-model parsers say about each published model."""
     section = Section("Published models seen by the parsers (Figure 4)")
@@ -289,7 +312,8 @@ def build_report(grid: GridSpec, storage: Storage, log=print) -> list[Section]:
     manifest = read_manifest(storage) if storage.is_file(MANIFEST) else None
     return [model_quality(storage, models, log), dataset_statistics(measures, manifest),
             attribution(grid, storage, primary.get("attribution"), spectral.get("attribution")),
-            parsers(grid, primary, spectral), acutance_section(grid, measures, primary, spectral), published_models(storage, primary),
+            parsers(grid, primary, spectral), acutance_section(grid, measures, primary, spectral),
+            unknown_models(grid, storage, results), published_models(storage, primary),
             tsne(storage, primary.get("attribution")), backbones(results)]
 
 

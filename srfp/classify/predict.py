@@ -16,7 +16,7 @@ import torch
 
 from srfp.classify.data import evaluation_crops, read_split
 from srfp.classify.network import Classifier
-from srfp.classify.results import METADATA, prediction_table
+from srfp.classify.results import METADATA, prediction_table, role_of_split
 from srfp.devices import autocast
 from srfp.gridspec import ClassifierSettings
 from srfp.storage import Storage
@@ -24,10 +24,12 @@ from srfp.storage import Storage
 
 def predict(classifier: Classifier, storage: Storage, settings: ClassifierSettings, target: str, labels: list[str],
             model_ids_by_role: dict[str, list[str]], device) -> pa.Table:
-    """Predict every test image of the models of each role with ``classifier`` on ``device``; rows sorted by
-    model and image."""
-    role_of = {model_id: role for role, model_ids in model_ids_by_role.items() for model_id in model_ids}
-    crops = evaluation_crops(read_split(storage, list(role_of), "test"), target, labels, settings)
+    """Predict the images of the models of each role (of the role's split, see
+    :data:`srfp.classify.results.ROLE_SPLITS`) with ``classifier`` on ``device``; rows sorted by model and image."""
+    role_of = role_of_split(model_ids_by_role)
+    splits = [read_split(storage, sorted({m for s, m in role_of if s == split}), split)
+              for split in sorted({split for split, _ in role_of})]
+    crops = evaluation_crops(splits[0].union(*splits[1:]), target, labels, settings)
     classifier.eval()
     tables = [_prediction_rows(classifier, batch, target, np.array(labels), role_of, device)
               for batch in crops.iter_batches(batch_size=settings.batch_size, batch_format="numpy")]
@@ -36,10 +38,11 @@ def predict(classifier: Classifier, storage: Storage, settings: ClassifierSettin
 
 @torch.no_grad()
 def _prediction_rows(classifier: Classifier, batch: dict[str, np.ndarray], target: str, labels: np.ndarray,
-                     role_of: dict[str, str], device) -> pa.Table:
+                     role_of: dict[tuple[str, str], str], device) -> pa.Table:
     with autocast(device):
         logits, features = classifier.forward_with_features(torch.tensor(batch["image"], device=device))
     probabilities = logits.float().softmax(1).cpu().numpy()
-    return prediction_table({name: batch[name] for name in METADATA}, [role_of[str(m)] for m in batch["model_id"]],
+    roles = [role_of[str(split), str(model_id)] for split, model_id in zip(batch["split"], batch["model_id"])]
+    return prediction_table({name: batch[name] for name in METADATA}, roles,
                             [str(value) for value in batch[target]], labels, probabilities,
                             features.float().cpu().numpy())

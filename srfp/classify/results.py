@@ -24,6 +24,18 @@ PREDICTIONS = "predictions.parquet"
 METADATA = ["model_id", "source", "arch", "dataset", "scale", "loss", "seed", "image_id"]
 _COLUMN_TYPES = {**{name: pa.string() for name in METADATA}, "scale": pa.int32(), "seed": pa.int32(),
                  "role": pa.string(), "true_label": pa.string(), "predicted_label": pa.string()}
+#: The roles of prediction rows and the split of each role's images: ``test``, the images a task is scored
+#: on; ``published``, published models' images shown to a custom-model classifier; ``known``, the test
+#: images of a holdout task's training models (the unknown-model detector's known images, see
+#: :mod:`srfp.analysis.openset`); ``validation``, the training models' validation images (what the detector's
+#: threshold is calibrated on).
+ROLE_SPLITS = {"test": "test", "published": "test", "known": "test", "validation": "val"}
+
+
+def role_of_split(model_ids_by_role: dict[str, list[str]]) -> dict[tuple[str, str], str]:
+    """(split, model_id) -> role: which role a model's images of a split are predicted in."""
+    return {(ROLE_SPLITS[role], model_id): role for role, model_ids in model_ids_by_role.items()
+            for model_id in model_ids}
 
 
 def task_folder(backbone: str, task) -> str:
@@ -61,8 +73,7 @@ def _float_lists(matrix: np.ndarray) -> pa.Array:
 
 def prediction_table(metadata: dict, roles: list[str], true_labels: list[str], labels, probabilities: np.ndarray,
                      features: np.ndarray) -> pa.Table:
-    """Prediction rows: ``metadata`` (the :data:`METADATA` columns), ``role`` (``test``: an image the task is
-    scored on; ``published``: a published model's image shown to a custom-model classifier), ``true_label``
+    """Prediction rows: ``metadata`` (the :data:`METADATA` columns), ``role`` (see :data:`ROLE_SPLITS`), ``true_label``
     and ``predicted_label`` (strings), ``probabilities`` (one per class, in the order of ``labels``) and
     ``features`` (what the classifier saw last before its decision, one vector per image)."""
     columns = {**metadata, "role": roles, "true_label": true_labels,

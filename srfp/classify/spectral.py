@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from srfp.analysis.measures import greyscale
-from srfp.classify.results import METADATA, prediction_table
+from srfp.classify.results import METADATA, prediction_table, role_of_split
 from srfp.gridspec import SpectralSettings
 from srfp.images import decode_image
 from srfp.storage import Storage
@@ -43,12 +43,12 @@ def high_pass(grey: np.ndarray) -> np.ndarray:
     return grey - median_filter(grey, size=3, mode="reflect")
 
 
-def crop_corners(height: int, width: int, settings: SpectralSettings) -> list[tuple[int, int]]:
-    """Top-left corners of the crops: an evenly spaced ``crops_per_side`` grid over the image."""
-    if min(height, width) < settings.crop_size:
-        raise ValueError(f"a {width}x{height} image is smaller than spectral.crop_size {settings.crop_size}")
-    rows = np.linspace(0, height - settings.crop_size, settings.crops_per_side).round().astype(int)
-    columns = np.linspace(0, width - settings.crop_size, settings.crops_per_side).round().astype(int)
+def crop_corners(height: int, width: int, size: int, per_side: int) -> list[tuple[int, int]]:
+    """Top-left corners of ``size`` px crops on an evenly spaced ``per_side`` x ``per_side`` grid over the image."""
+    if min(height, width) < size:
+        raise ValueError(f"a {width}x{height} image is smaller than the {size} px crop")
+    rows = np.linspace(0, height - size, per_side).round().astype(int)
+    columns = np.linspace(0, width - size, per_side).round().astype(int)
     return [(int(y), int(x)) for y in rows for x in columns]
 
 
@@ -57,7 +57,7 @@ def spectral_features(image: np.ndarray, settings: SpectralSettings) -> np.ndarr
     residual = high_pass(greyscale(image))
     size, pool = settings.crop_size, settings.pool
     rows = []
-    for y, x in crop_corners(*residual.shape, settings):
+    for y, x in crop_corners(*residual.shape, size, settings.crops_per_side):
         spectrum = np.fft.fftshift(np.log(np.abs(np.fft.fft2(residual[y:y + size, x:x + size])) + 1e-6))
         rows.append(spectrum.reshape(pool, size // pool, pool, size // pool).mean(axis=(1, 3)).ravel())
     return np.asarray(rows, dtype=np.float32)
@@ -131,19 +131,11 @@ MODEL = "model.safetensors"
 
 @dataclasses.dataclass
 class Fit:
-    """A task's fitted spectral classifier: its test predictions, validation accuracy, arrays and the highest
-    probability it gave each validation image (what the unknown-model threshold is calibrated on)."""
+    """A task's fitted spectral classifier: its predictions, validation accuracy and arrays."""
 
     predictions: pa.Table
     val_accuracy: float
     arrays: dict[str, np.ndarray]
-    val_confidence: np.ndarray
-
-
-def unknown_threshold(val_confidence: np.ndarray, false_alarm_rate: float) -> float:
-    """The highest probability below which an image is called unknown: at most ``false_alarm_rate`` of the
-    known models' validation images fall below it."""
-    return float(np.quantile(val_confidence, false_alarm_rate, method="lower")) if len(val_confidence) else 0.0
 
 
 def model_arrays(model) -> dict[str, np.ndarray]:
@@ -179,8 +171,8 @@ def read_model(storage: Storage, folder: str) -> dict[str, np.ndarray]:
 def fit_and_predict(rows: pd.DataFrame, target: str, labels: list[str], train_ids: list[str],
                     model_ids_by_role: dict[str, list[str]],
                     settings: SpectralSettings) -> Fit:
-    """Fit on the training images of ``train_ids``, check on their validation images and predict the test
-    images of each role's models (rows of :func:`srfp.classify.results.prediction_table`)."""
+    """Fit on the training images of ``train_ids``, check on their validation images and predict the images
+    of each role's models, of the role's split (rows of :func:`srfp.classify.results.prediction_table`)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -200,10 +192,11 @@ def fit_and_predict(rows: pd.DataFrame, target: str, labels: list[str], train_id
     val_probabilities = image_probabilities(validation)
     val_accuracy = float((val_probabilities.argmax(1)
                           == validation[target].astype(str).map(index).to_numpy()).mean()) if len(validation) else 0.0
-    role_of = {model_id: role for role, model_ids in model_ids_by_role.items() for model_id in model_ids}
-    test = rows[rows.model_id.isin(list(role_of)) & (rows.split == "test")].sort_values(["model_id", "image_id"])
-    pooled = np.stack(test["features"].to_numpy()).reshape(len(test), per_image, -1).mean(axis=1)
-    predictions = prediction_table({name: test[name].tolist() for name in METADATA},
-                                   [role_of[model_id] for model_id in test.model_id], test[target].astype(str).tolist(),
-                                   labels, image_probabilities(test), pooled)
-    return Fit(predictions, val_accuracy, arrays, val_probabilities.max(axis=1))
+    role_of = role_of_split(model_ids_by_role)
+    roles = pd.Series([role_of.get(key) for key in zip(rows.split, rows.model_id)], index=rows.index)
+    predicted = rows[roles.notna()].assign(role=roles).sort_values(["model_id", "image_id"])
+    pooled = np.stack(predicted["features"].to_numpy()).reshape(len(predicted), per_image, -1).mean(axis=1)
+    predictions = prediction_table({name: predicted[name].tolist() for name in METADATA}, predicted.role.tolist(),
+                                   predicted[target].astype(str).tolist(), labels, image_probabilities(predicted),
+                                   pooled)
+    return Fit(predictions, val_accuracy, arrays)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from srfp.analysis import openset
 from srfp.analysis.accuracy import summarise
 from srfp.classify.loop import read_progress, weights_path
 from srfp.classify.results import is_complete, read_predictions, read_result, task_folder, write_predictions, write_result
@@ -69,6 +70,12 @@ class TaskRun:
     published: list[str]
     init_folder: str | None
 
+    def roles(self) -> dict[str, list[str]]:
+        """The models whose images the classifier predicts, by role (see srfp.classify.results.ROLE_SPLITS)."""
+        return {"test": self.test_ids, "published": self.published,
+                "known": [model_id for model_id in self.train_ids if model_id not in self.test_ids],
+                "validation": self.train_ids}
+
 
 def prepare(grid: GridSpec, task: Task, shards: list[ModelInfo]) -> TaskRun:
     """Resolve a task's models and labels from the complete shards; a task that cannot run yet raises here,
@@ -92,26 +99,27 @@ def run_task(storage: Storage, settings: ClassifierSettings, run: TaskRun, log=p
     done = progress["epoch"] if progress else 0
     log(f"{task.name}: {len(run.labels)} classes, training on {len(run.train_ids)} models"
         + (f", continuing after epoch {done}" if done else "") + f" ({settings.backbone})")
-    fit(storage, folder, task.target, run.labels, run.train_ids, {"test": run.test_ids, "published": run.published},
-        settings, run.init_folder)
+    fit(storage, folder, task.target, run.labels, run.train_ids, run.roles(), settings, run.init_folder)
     progress = read_progress(storage, folder)
-    summary = summarise(read_predictions(storage, folder), run.labels, settings.vote_size,
-                        settings.vote_repeats)
+    predictions = read_predictions(storage, folder)
+    summary = summarise(predictions, run.labels, settings.vote_size, settings.vote_repeats)
     result = _result_record(task, run, settings.backbone, dataclasses.asdict(settings), summary, progress["best_epoch"],
-                            progress["best_accuracy"], progress["history"])
+                            progress["best_accuracy"], progress["history"],
+                            openset.calibrate(predictions, settings.false_alarm_rate))
     write_result(storage, folder, result)
     return result
 
 
 def _result_record(task: Task, run: TaskRun, backbone: str, settings: dict, summary: dict, best_epoch: int,
-                   best_val_accuracy: float, history: list) -> dict:
-    """What ``result.json`` records of a finished task, whatever its backbone."""
+                   best_val_accuracy: float, history: list, unknown: dict) -> dict:
+    """What ``result.json`` records of a finished task, whatever its backbone (``unknown``: the unknown-model
+    score's threshold, see :func:`srfp.analysis.openset.calibrate`)."""
     return {"task": task.name, "backbone": backbone, "kind": task.kind, "target": task.target,
             "population": task.population, "holdout": dataclasses.asdict(task.holdout) if task.holdout else None,
             "exclude_seeds": list(task.exclude_seeds), "init_from": task.init_from, "labels": run.labels,
             "train_models": run.train_ids, "test_models": run.test_ids, "published_models": run.published,
             "settings": settings, "best_epoch": best_epoch, "best_val_accuracy": best_val_accuracy,
-            "history": history, "summary": summary}
+            "history": history, "summary": summary, "unknown": unknown}
 
 
 def run_spectral_task(root: str, grid: GridSpec, run: TaskRun) -> dict:
@@ -123,18 +131,14 @@ def run_spectral_task(root: str, grid: GridSpec, run: TaskRun) -> dict:
     models = {model.model_id: model for model in complete_models(storage)}
     wanted = list(dict.fromkeys(run.train_ids + run.test_ids + run.published))
     rows = spectral.read_features(storage, [models[model_id] for model_id in wanted], grid.spectral)
-    fit = spectral.fit_and_predict(rows, task.target, run.labels, run.train_ids,
-                                   {"test": run.test_ids, "published": run.published}, grid.spectral)
+    fit = spectral.fit_and_predict(rows, task.target, run.labels, run.train_ids, run.roles(), grid.spectral)
     folder = task_folder(spectral.BACKBONE, task)
     spectral.write_model(storage, folder, fit.arrays)
     write_predictions(storage, folder, fit.predictions)
-    summary = summarise(read_predictions(storage, folder), run.labels, grid.classifier.vote_size,
-                        grid.classifier.vote_repeats)
+    predictions = read_predictions(storage, folder)
+    summary = summarise(predictions, run.labels, grid.classifier.vote_size, grid.classifier.vote_repeats)
     result = _result_record(task, run, spectral.BACKBONE, dataclasses.asdict(grid.spectral), summary, 0,
-                            fit.val_accuracy, [])
-    rate = grid.spectral.false_alarm_rate
-    result["unknown"] = {"false_alarm_rate": rate, "validation_images": len(fit.val_confidence),
-                         "threshold": spectral.unknown_threshold(fit.val_confidence, rate)}
+                            fit.val_accuracy, [], openset.calibrate(predictions, grid.spectral.false_alarm_rate))
     write_result(storage, folder, result)
     return result
 
