@@ -84,6 +84,11 @@ class PublishedEntry:
     def model_id(self) -> str:
         return PublishedModel(self.name, self.scale).model_id
 
+    def weights_path(self, folder: str | Path, weights: WeightsFile) -> Path:
+        """Where ``published fetch`` puts one of the entry's weight files and ``published superresolve`` reads it:
+        ``folder/<model_id>/<file>``."""
+        return Path(folder).expanduser() / self.model_id / weights.file
+
 
 @dataclass(frozen=True)
 class Catalogue:
