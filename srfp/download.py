@@ -98,7 +98,8 @@ def _stream(request, partial: Path, have: int, name: str, log, chunk: int) -> No
     with urllib.request.urlopen(request, timeout=60) as response:
         if have and response.status != 206:
             have = 0
-        total = have + int(response.headers.get("Content-Length") or 0)
+        length = response.headers.get("Content-Length")
+        total = have + int(length or 0)
         with open(partial, "ab" if have else "wb") as out:
             done, last = have, 0.0
             while block := response.read(chunk):
@@ -107,6 +108,8 @@ def _stream(request, partial: Path, have: int, name: str, log, chunk: int) -> No
                 if time.monotonic() - last > 5:
                     last = time.monotonic()
                     log(f"  {name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+        if length and done < total:  # the connection closed early: keep the part file for a resume
+            raise http.client.IncompleteRead(b"", total - done)
 
 
 def unpack(archive_path: Path, dest: Path) -> None:

@@ -191,26 +191,16 @@ def cmd_data(args) -> None:
     download(args.only.split(","), args.dest, args.mirror, args.keep_archives, args.staging)
 
 
-def cmd_published_superresolve(args) -> None:
-    grid = load_grid(args.grid)
-    folder = getattr(args, "weights", None) or grid.published.weights  # run reuses this stage without the option
-    if not folder:
-        print("published superresolve: skipped; no weights folder: give --weights DIR or set published.weights in "
-              "the grid file (python -m srfp.grid published fetch --dest DIR gets the weights)")
-        return
-    from srfp.cluster import connect
-    from srfp.superres.published import native_entries, superresolve_published
-    from srfp.superres.shards import prepare_shards
+def cmd_published_fetch(args) -> None:
+    from srfp.published_fetch import fetch_weights
 
-    catalogue, storage = load_catalogue(), _root(args, grid)
-    prepare_shards(storage, native_entries(catalogue), grid.superres.precision, force=_forced(args, "superresolve"))
-    connect(args.address)
-    superresolve_published(grid, catalogue, folder, storage)
+    files = fetch_weights(load_catalogue(), args.dest, args.only)
+    print(f"published fetch: {len(files)} weight files verified under {args.dest}")
 
 
 #: The stages of ``run``, in order; each skips what storage says is complete.
 PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos), ("train", cmd_train), ("superresolve", cmd_superresolve),
-            ("published superresolve", cmd_published_superresolve), ("classify", cmd_classify), ("report", cmd_report))
+            ("classify", cmd_classify), ("report", cmd_report))
 
 
 #: The stages whose work ``--force`` deletes and redoes.
@@ -237,8 +227,8 @@ def parser() -> argparse.ArgumentParser:
                                    description="Fingerprints of super-resolution networks, at cluster scale.")
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, function, help_text, grid=True, root=False, ray=False, only=True, leases=(), group=commands):
-        sub = group.add_parser(name, help=help_text, description=help_text)
+    def command(name, function, help_text, grid=True, root=False, ray=False, only=True, leases=()):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(function=function, leases=leases)
         if grid:
             sub.add_argument("--grid", default="smoke",
@@ -342,13 +332,14 @@ def parser() -> argparse.ArgumentParser:
     fetch.add_argument("--keep-archives", action="store_true", help="keep the archives after unpacking")
     published = command("published", None, "the study's published models (grids/published.yaml)", grid=False)
     published_commands = published.add_subparsers(dest="published_command", required=True, metavar="ACTION")
-    published_sr = command("superresolve", cmd_published_superresolve, "super-resolve the photo set with every native "
-                           "published model whose weights are in the weights folder (Ray Data, as superresolve); the "
-                           "others are listed with where their weights come from", root=True, ray=True, only=False,
-                           leases=("superresolve",), group=published_commands)
-    published_sr.add_argument("--weights", default=None, metavar="DIR",
-                              help="the weights folder of published fetch (default: the grid's published.weights)")
-    force_option(published_sr, "superresolve", "the published models' shards")
+    weights = published_commands.add_parser(
+        "fetch", help="download the native published models' official weights and verify them",
+        description="download the native published models' official weights into DIR/<model_id>/<file> and "
+                    "verify them; list the ingest-only models with the steps that make their images")
+    weights.set_defaults(function=cmd_published_fetch)
+    weights.add_argument("--dest", required=True, metavar="DIR", help="folder to download into, e.g. ~/srfp-weights")
+    weights.add_argument("--only", default=None, metavar="NAME", help="one model: its name (e.g. RCAN, every scale) "
+                         "or its model id")
     return main
 
 

@@ -26,15 +26,7 @@ from srfp.spec import SISRSpec
 from srfp.status import render_status
 from srfp.storage import Storage
 from srfp.superres.core import superresolve, superresolve_photo
-from srfp.superres.pipeline import (
-    SuperResolver,
-    TrainedNetwork,
-    actor_pool,
-    cpu_task_cpus,
-    pack_shard,
-    superresolve_grid,
-    superresolve_model,
-)
+from srfp.superres.pipeline import SuperResolver, actor_pool, cpu_task_cpus, pack_shard, superresolve_grid, superresolve_model
 from srfp.superres.shards import (
     MARKER,
     PNG_LEVEL,
@@ -126,7 +118,7 @@ def _plain_rows(storage, spec, photos):
 def test_the_actor_stage_only_turns_lr_images_into_sr_and_the_three_stages_make_the_plain_rows(trained, grid):
     spec, photos = MODELS[1], _photos(trained)[:2]
     pairs = read_pairs(pa.Table.from_pylist(photos), trained.uri, spec.scale)
-    made = SuperResolver(trained.uri, grid, TrainedNetwork(spec.model_id))(pairs)
+    made = SuperResolver(trained.uri, grid, spec.model_id)(pairs)
     assert made.column_names == ["image_id", "tag", "split", "hr", "sr"]
     assert made.column("hr") == pairs.column("hr")
     assert encode_rows(made, ModelInfo.of_spec(spec)).to_pylist() == _plain_rows(trained, spec, photos)
