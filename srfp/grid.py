@@ -108,9 +108,12 @@ def cmd_superresolve(args) -> None:
 
 
 def cmd_ingest(args) -> None:
-    from srfp.superres.ingest import IngestError, ingest
+    from srfp.superres.ingest import IngestError, ingest, write_templates
 
     grid = load_grid(args.grid)
+    if args.template:
+        write_templates(args.folder, args.template.split(","), args.scale, _root(args, grid, writable=False))
+        return
     report = ingest(args.folder, _root(args, grid))
     for path, reason in report.problems:
         print(f"problem: {path}: {reason}")
@@ -287,6 +290,10 @@ def parser() -> argparse.ArgumentParser:
     ingest = command("ingest", cmd_ingest, "import images super-resolved elsewhere, one folder per model",
                      root=True, only=False, leases=("superresolve",))
     ingest.add_argument("folder", help="folder with one subfolder per model, each with a model.yaml")
+    ingest.add_argument("--template", default=None, metavar="NAME[,NAME...]",
+                        help="instead of ingesting, prepare FOLDER for these models: the photos' low-resolution "
+                             "inputs in FOLDER/lr-inputs/x<scale> and a model.yaml template per model")
+    ingest.add_argument("--scale", type=int, default=4, help="with --template: the models' scale (default: 4)")
     attribute = command("attribute", cmd_attribute, "train and test the attribution classifier (Ray Train)",
                         root=True, ray=True, only=False, leases=("classify",))
     attribute.add_argument("--published", action="store_true",

@@ -2,7 +2,8 @@
 
 A model id follows the naming of the study's public code,
 ``{ARCH}-{dataset}-x{scale}-{loss}-s{seed}`` (``EDSR-div2k-x2-L1-s1``); published
-models use ``{name}-NA-x{scale}-{name}-NA-pretrained``. Ids parse back to their
+models use ``{name}-NA-x{scale}-{name}-NA-pretrained`` and models made elsewhere (ingested, ``source:
+external``) ``{name}-NA-x{scale}-{name}-NA-external``. Ids parse back to their
 hyperparameters, so every stage can recover a model's spec from its id alone.
 """
 
@@ -27,7 +28,8 @@ SOURCES = ("custom", "pretrained", "external")
 VALUE_PREFIXES = {"scale": "x", "seed": "s"}
 
 _CUSTOM_ID = re.compile(r"^(?P<arch>[A-Za-z0-9]+)-(?P<dataset>[a-z0-9_]+)-x(?P<scale>\d+)-(?P<loss>[A-Za-z0-9_]+)-s(?P<seed>\d+)$")
-_PUBLISHED_ID = re.compile(r"^(?P<arch>[A-Za-z0-9_.+]+)-NA-x(?P<scale>\d+)-(?P<loss>[A-Za-z0-9_.+]+)-NA-pretrained$")
+_PUBLISHED_ID = re.compile(r"^(?P<arch>[A-Za-z0-9_.+]+)-NA-x(?P<scale>\d+)-(?P<loss>[A-Za-z0-9_.+]+)-NA-"
+                           r"(?P<source>pretrained|external)$")
 
 
 class ModelIdError(ValueError):
@@ -95,26 +97,32 @@ class SISRSpec:
 
 @dataclass(frozen=True)
 class PublishedModel:
-    """A published, pretrained SR model, by its name and scale only (the study's 16, with what else is known of
-    them, are the catalogue ``grids/published.yaml``, :mod:`srfp.published`)."""
+    """A published, pretrained SR model (``source`` pretrained: the study's 16, with what else is known of them,
+    are the catalogue ``grids/published.yaml``, :mod:`srfp.published`) or another model whose images were made
+    elsewhere (``source`` external), by its name and scale only."""
 
     name: str
     scale: int
+    source: str = "pretrained"
+
+    def __post_init__(self) -> None:
+        _check_allowed("source", self.source, SOURCES[1:])
 
     @property
     def model_id(self) -> str:
-        return f"{self.name}-NA-x{self.scale}-{self.name}-NA-pretrained"
+        return f"{self.name}-NA-x{self.scale}-{self.name}-NA-{self.source}"
 
     @classmethod
     def from_id(cls, model_id: str) -> "PublishedModel":
         match = _PUBLISHED_ID.match(model_id)
         if not match or match["arch"] != match["loss"]:
-            raise ModelIdError(f"{model_id!r} is not a published model id; expected {{name}}-NA-x{{scale}}-{{name}}-NA-pretrained")
-        return cls(name=match["arch"], scale=int(match["scale"]))
+            raise ModelIdError(f"{model_id!r} is not a published model id; expected "
+                               "{name}-NA-x{scale}-{name}-NA-pretrained or {name}-NA-x{scale}-{name}-NA-external")
+        return cls(name=match["arch"], scale=int(match["scale"]), source=match["source"])
 
 
 def parse_model_id(model_id: str) -> SISRSpec | PublishedModel:
     """Recover a model's hyperparameters from its id, for grid and published models alike."""
-    if model_id.endswith("-pretrained"):
+    if model_id.endswith(("-pretrained", "-external")):
         return PublishedModel.from_id(model_id)
     return SISRSpec.from_id(model_id)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from srfp.classify.loop import read_progress
 from srfp.classify.results import is_complete, read_result, task_folder
+from srfp.gridspec import ClassifierSettings
 from srfp.lease import running
 from srfp.photos import MANIFEST
 from srfp.plan import Plan
+from srfp.published import load_catalogue
 from srfp.sisr.train import is_trained, training_progress
 from srfp.storage import Storage
-from srfp.superres.shards import shard_status
+from srfp.superres.shards import complete_models, shard_status
+from srfp.tasks import Task, attribution_task
 
 
 def render_status(plan: Plan, storage: Storage) -> str:
@@ -33,7 +36,19 @@ def render_status(plan: Plan, storage: Storage) -> str:
                  f"({plan.grid.classifier.backbone})")
     report = storage.uri_of("report/report.md") if storage.is_file("report/report.md") else None
     lines.append(f"report        {'written: ' + report if report else 'not written: run `report`'}")
-    return "\n".join(lines + ["", "models:"] + rows + ["", "classifiers:"] + tasks)
+    return "\n".join(lines + ["", "models:"] + rows + ["", "classifiers:"] + tasks + ["", *published_lines(plan, storage)])
+
+
+def published_lines(plan: Plan, storage: Storage) -> list[str]:
+    """The published and external models with complete shards (ingested or made by ``published superresolve``),
+    the classifier that attributes them, and the catalogue's published models with their shards' states."""
+    models = [model for model in complete_models(storage) if model.source != "custom"]
+    rows = [f"  {model.model_id:<42} {model.source:<10} {model.display_name}: dataset {model.dataset}, loss "
+            f"{model.loss} ({shard_status(storage, model.model_id).rows} images)" for model in models]
+    task = attribution_task("published", init_from="attribution")
+    return [f"published and external models with complete shards: {len(models)}"
+            + ("" if len(models) >= 2 else " (attributing them needs two: `ingest` or `published superresolve`)"),
+            *rows, *_task_lines(plan.grid.classifier, [task], storage), "", *load_catalogue().render(storage)]
 
 
 def model_training_state(storage: Storage, model_id: str) -> str:
@@ -45,10 +60,14 @@ def model_training_state(storage: Storage, model_id: str) -> str:
 
 
 def classifier_lines(plan: Plan, storage: Storage) -> list[str]:
-    settings = plan.grid.classifier
+    return _task_lines(plan.grid.classifier, plan.tasks, storage)
+
+
+def _task_lines(settings: ClassifierSettings, tasks: list[Task], storage: Storage) -> list[str]:
+    """Each task's test accuracy, or the epoch its training has reached."""
     epochs = settings.head_epochs + settings.finetune_epochs
     lines = []
-    for task in plan.tasks:
+    for task in tasks:
         folder = task_folder(settings.backbone, task)
         if is_complete(storage, folder):
             summary = read_result(storage, folder)["summary"]

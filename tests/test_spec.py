@@ -31,6 +31,14 @@ def test_published_model_ids_round_trip():
     assert model.model_id == "ESRGAN-NA-x4-ESRGAN-NA-pretrained"
 
 
+def test_models_made_elsewhere_have_ids_that_say_external_and_round_trip():
+    model = PublishedModel("CARN_M", 4, source="external")
+    assert model.model_id == "CARN_M-NA-x4-CARN_M-NA-external"
+    assert parse_model_id(model.model_id) == model
+    with pytest.raises(ModelIdError, match="source 'custom' is not allowed"):
+        PublishedModel("CARN_M", 4, source="custom")
+
+
 @pytest.mark.parametrize("bad, says", [("EDSR-div2k-x3-L1-s1", "scale 3 is not allowed; allowed values: 2, 4"),
                                        ("VDSR-div2k-x2-L1-s1", "arch 'VDSR' is not allowed; allowed values: EDSR, RDN, RCAN"),
                                        ("EDSR-div2k-x2-L2-s1", "loss 'L2'"),

@@ -1,41 +1,52 @@
 """Import images super-resolved elsewhere (published models we cannot run) as complete shards.
 
 The folder holds one subfolder per model (any name), each with a ``model.yaml`` and one image per
-photo of the manifest, named ``<image_id>.<png|jpg|jpeg|bmp|tif|tiff|webp>``::
+photo of the manifest, named by the photo's image id (``<tag>-<stem>``, as in ``photos/manifest.parquet``)
+or by its original file name's stem, with any of the suffixes png, jpg, jpeg, bmp, tif, tiff, webp::
 
-    arch: ESRGAN        # a grid arch for custom models; any name of letters, digits, _ . + otherwise
+    arch: CARN_M        # a grid arch for custom models; letters, digits, _ . + otherwise (part of the id)
+    name: CARN-M        # optional display name of a pretrained or external model (any text)
     scale: 4
-    source: pretrained  # custom | pretrained | external
-    dataset: NA         # dataset, loss, seed: grid values for custom models; omitted, NA or null otherwise
-    loss: NA
-    seed: null
+    source: external    # custom | pretrained (a model of grids/published.yaml) | external (any other)
+    dataset: DIV2K      # dataset, loss, seed: grid values for custom models; for the others dataset and
+    loss: L1            #   loss are what is known (any text), omitted, NA or null when unknown
+    seed: null          #   and seed is omitted or null
 
-A custom model is named by its grid id (``EDSR-div2k-x2-L1-s1``); others by their published id
-(``ESRGAN-NA-x4-ESRGAN-NA-pretrained``), which records only the name and scale. Each super-resolved
-image must be exactly the size of its photo cropped to a multiple of the scale. A model is written only
-when every photo has a readable image of the right size, so no shard is ever incomplete; models whose
-shard is already complete are skipped.
+A custom model is named by its grid id (``EDSR-div2k-x2-L1-s1``), a published one by its catalogue id
+(``ESRGAN-NA-x4-ESRGAN-NA-pretrained``), any other by ``CARN_M-NA-x4-CARN_M-NA-external``; the id records
+only the name and scale, the shard's rows and marker the rest. Each super-resolved image must be exactly
+the size of its photo cropped to a multiple of the scale. A model is written only when every photo has a
+readable image of the right size, so no shard is ever incomplete; models whose shard is already complete
+(also under the ``-pretrained`` id an earlier srfp gave external models) are skipped. :func:`write_templates`
+prepares such a folder for a list of model names: ``lr-inputs/x<scale>/<image_id>.png``, the photos'
+low-resolution inputs as srfp's models get them, and each model's folder with a ``model.yaml`` template.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
 from srfp.datasets import IMAGE_SUFFIXES
 from srfp.errors import UserError
-from srfp.images import ImageDecodeError, crop_to_multiple, decode_image
+from srfp.images import ImageDecodeError, crop_to_multiple, decode_image, downscale, encode_png
 from srfp.photos import read_manifest, read_photo
 from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, SOURCES, PublishedModel, SISRSpec
 from srfp.storage import Storage
-from srfp.superres.shards import UNKNOWN_PRECISION, ModelInfo, make_row, shard_status, write_shard
+from srfp.superres.shards import MARKER, UNKNOWN_PRECISION, ModelInfo, make_row, shard_folder, shard_status, write_shard
 
 METADATA = "model.yaml"
-FIELDS = ("arch", "dataset", "scale", "loss", "seed", "source")
+FIELDS = ("arch", "name", "dataset", "scale", "loss", "seed", "source")
 _PUBLISHED_NAME = re.compile(r"^[A-Za-z0-9_.+]+$")
+#: How many of the photos or files a problem is about it names.
+EXAMPLES = 3
+#: The folder beside the model folders where :func:`write_inputs` puts the photos' low-resolution inputs.
+INPUTS = "lr-inputs"
 
 
 class IngestError(UserError, ValueError):
@@ -92,44 +103,117 @@ def read_metadata(path: Path) -> ModelInfo:
         _allowed(path, "scale", scale, SCALES)
         _allowed(path, "loss", data.get("loss"), LOSSES)
         spec = SISRSpec(arch, data["dataset"], scale, data["loss"], _integer(path, "seed", data.get("seed"), 0))
+        if data.get("name") is not None:
+            raise IngestError(path, "name is for pretrained and external models; a custom model is named by its grid id")
         return ModelInfo.of_spec(spec)
     if not _PUBLISHED_NAME.match(arch):
-        raise IngestError(path, f"arch {arch!r} must be letters, digits, _ . + only (it is part of the model id)")
-    for name in ("dataset", "loss", "seed"):
-        if data.get(name) not in (None, "NA"):
-            raise IngestError(path, f"{name} must be omitted, NA or null for source {source} "
-                              f"(the model id records only arch and scale); got {data[name]!r}")
-    return ModelInfo(PublishedModel(arch, scale).model_id, source, arch, "NA", scale, "NA", None)
+        raise IngestError(path, f"arch {arch!r} must be letters, digits, _ . + only (it is part of the model id); "
+                          f"write arch: {id_safe(arch)} and name: {arch}")
+    if data.get("seed") is not None:
+        raise IngestError(path, f"seed must be omitted or null for source {source}; got {data['seed']!r}")
+    model_id = PublishedModel(arch, scale, source).model_id
+    if source == "pretrained" and model_id not in published_ids():
+        raise IngestError(path, f"{model_id} is not a model of the catalogue grids/published.yaml (`python -m "
+                          "srfp.grid plan` lists them); use source: external for any other model")
+    return ModelInfo(model_id, source, arch, _known(path, "dataset", data), scale, _known(path, "loss", data), None,
+                     _known(path, "name", data, unknown=None))
 
 
-def _images(folder: Path, image_ids: set[str], report: IngestReport) -> dict[str, Path]:
-    """The image file of each photo id in a model folder; other files are reported, not fatal."""
+def id_safe(name: str) -> str:
+    """A model name as an id-safe arch: each character other than letters, digits, _ . + becomes _."""
+    return re.sub(r"[^A-Za-z0-9_.+]", "_", name)
+
+
+def _known(path: Path, name: str, data: dict, unknown: str | None = "NA") -> str | None:
+    """A known value of a pretrained or external model (one line of text), or ``unknown`` when omitted, NA or null."""
+    value = data.get(name)
+    if value in (None, "NA"):
+        return unknown
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        raise IngestError(path, f"{name} must be one line of text, or NA or null when unknown; got {value!r}")
+    return value.strip()
+
+
+def published_ids() -> set[str]:
+    """The model ids of the catalogue's published models."""
+    from srfp.published import load_catalogue  # checks the native archs, which imports torch: only when asked
+
+    return {entry.model_id for entry in load_catalogue().models}
+
+
+def original_stem(photo: dict) -> str:
+    """The stem of a photo's original file name (``IMG_0042`` of ``cats/IMG_0042.jpg``), as the manifest records it."""
+    return PurePosixPath(photo["source"]).stem
+
+
+def photo_names(photos: list[dict]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The file stems that name a photo: its image id, and its original file name's stem unless that is another
+    photo's image id; and the original stems that several photos share, with their image ids (ambiguous)."""
+    names = {photo["image_id"]: photo["image_id"] for photo in photos}
+    shared = Counter(original_stem(photo) for photo in photos)
+    ambiguous: dict[str, list[str]] = {}
+    for photo in photos:
+        stem = original_stem(photo)
+        if shared[stem] > 1:
+            ambiguous.setdefault(stem, []).append(photo["image_id"])
+        else:
+            names.setdefault(stem, photo["image_id"])
+    return names, ambiguous
+
+
+def _examples(items: list[str]) -> str:
+    shown = ", ".join(items[:EXAMPLES])
+    return shown + (f" and {len(items) - EXAMPLES} more" if len(items) > EXAMPLES else "")
+
+
+def _images(folder: Path, photos: list[dict], report: IngestReport) -> dict[str, Path]:
+    """The image file of each photo in a model folder, named by image id or original file name; other files are
+    reported (those that name no photo in one problem, with a few examples), not fatal."""
+    names, ambiguous = photo_names(photos)
     found: dict[str, Path] = {}
+    unmatched = []
     for path in sorted(folder.iterdir()):
         if path.name == METADATA or path.name.startswith("."):
             continue
+        image_id = names.get(path.stem)
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             report.problems.append((str(path), f"ignored: not an image file ({', '.join(IMAGE_SUFFIXES)})"))
-        elif path.stem not in image_ids:
-            report.problems.append((str(path), "ignored: not a photo of the manifest"))
-        elif path.stem in found:
-            report.problems.append((str(path), f"ignored: {found[path.stem].name} is already the image of {path.stem}"))
+        elif path.stem in ambiguous:
+            report.problems.append((str(path), f"ignored: {path.stem} is the original file name of "
+                                    f"{len(ambiguous[path.stem])} photos ({_examples(ambiguous[path.stem])}); "
+                                    "name it by the photo's image id"))
+        elif image_id is None:
+            unmatched.append(path.name)
+        elif image_id in found:
+            report.problems.append((str(path), f"ignored: {found[image_id].name} is already the image of {image_id}"))
         else:
-            found[path.stem] = path
+            found[image_id] = path
+    if unmatched:
+        report.problems.append((str(folder), f"ignored: {len(unmatched)} image files name no photo of the manifest "
+                                f"(neither an image id nor an original file name): {_examples(unmatched)}"))
     return found
+
+
+def _missing_photos(folder: Path, missing: list[dict], total: int) -> tuple[str, str]:
+    """One problem for every photo without an image: what was looked for, with a few examples."""
+    looked_for = [f"{photo['image_id']}.png or {original_stem(photo)}.png" if original_stem(photo) != photo["image_id"]
+                  else f"{photo['image_id']}.png" for photo in missing]
+    return (str(folder), f"missing: {len(missing)} of {total} photos have no image, looked for by image id or "
+            f"original file name (any of {', '.join(IMAGE_SUFFIXES)}): {_examples(looked_for)}; the photos are "
+            "listed in photos/manifest.parquet (image_id, source)")
 
 
 def _ingest_model(folder: Path, model: ModelInfo, photos: list[dict], storage: Storage,
                   report: IngestReport) -> bool:
     """Check one model folder against every photo and write its shard when all are good; returns whether written."""
-    images = _images(folder, {photo["image_id"] for photo in photos}, report)
-    bad, rows = 0, []
+    images = _images(folder, photos, report)
+    missing = [photo for photo in photos if photo["image_id"] not in images]
+    if missing:
+        report.problems.append(_missing_photos(folder, missing, len(photos)))
+    bad, rows = len(missing), []
     for photo in photos:
         image_id = photo["image_id"]
         if image_id not in images:
-            bad += 1
-            reason = f"missing: no image of this photo (any of {', '.join(IMAGE_SUFFIXES)})"
-            report.problems.append((str(folder / f"{image_id}.png"), reason))
             continue
         path = images[image_id]
         hr = crop_to_multiple(read_photo(storage, image_id), model.scale)
@@ -156,12 +240,65 @@ def _ingest_model(folder: Path, model: ModelInfo, photos: list[dict], storage: S
     return not bad
 
 
+def complete_under(storage: Storage, model: ModelInfo) -> str | None:
+    """The id of a complete shard of this model: its own, or the ``-pretrained`` id an earlier srfp gave an
+    external model (kept under that id); None when there is none."""
+    if shard_status(storage, model.model_id).state == "complete":
+        return model.model_id
+    former = PublishedModel(model.arch, model.scale).model_id
+    marker = f"{shard_folder(former)}/{MARKER}"
+    if model.source == "external" and storage.is_file(marker) and \
+            json.loads(storage.read_text(marker))["model"]["source"] == "external":
+        return former
+    return None
+
+
+def write_inputs(folder: Path, scale: int, storage: Storage) -> Path:
+    """``folder/lr-inputs/x<scale>/<image_id>.png``: each photo's low-resolution input, exactly as srfp's models
+    get it (the photo cropped to a multiple of the scale, MATLAB bicubic down); inputs already there are kept."""
+    inputs = folder / INPUTS / f"x{scale}"
+    inputs.mkdir(parents=True, exist_ok=True)
+    for image_id in read_manifest(storage)["image_id"]:
+        target = inputs / f"{image_id}.png"
+        if not target.exists():
+            target.write_bytes(encode_png(downscale(read_photo(storage, image_id), scale)[1]))
+    return inputs
+
+
+def template(name: str, scale: int) -> str:
+    """The ``model.yaml`` of a model made elsewhere, by its display name, for the user to complete."""
+    arch = id_safe(name)
+    source = "pretrained" if PublishedModel(arch, scale).model_id in published_ids() else "external"
+    return (f"# {name}: one image per photo, its output for ../{INPUTS}/x{scale}/<image_id>.png saved as <image_id>.png\n"
+            f"arch: {arch}  # id-safe: the model id is {PublishedModel(arch, scale, source).model_id}\n"
+            f"name: {json.dumps(name)}\n"
+            f"scale: {scale}\n"
+            f"source: {source}  # pretrained: a model of grids/published.yaml; external: any other\n"
+            "dataset: NA  # its training set, when known (e.g. DIV2K)\n"
+            "loss: NA  # its loss, when known (e.g. L1, adversarial)\n")
+
+
+def write_templates(folder: str | Path, names: list[str], scale: int, storage: Storage, log=print) -> None:
+    """Prepare a folder to ingest: the photos' low-resolution inputs (:func:`write_inputs`) and, per model name, a
+    folder ``<id-safe name>`` with a ``model.yaml`` template (one already there is kept)."""
+    folder = Path(folder).expanduser()
+    inputs = write_inputs(folder, scale, storage)
+    for name in names:
+        metadata = folder / id_safe(name) / METADATA
+        metadata.parent.mkdir(parents=True, exist_ok=True)
+        if not metadata.exists():
+            metadata.write_text(template(name, scale))
+        log(f"{name}: {metadata}")
+    log(f"inputs: {inputs} ({len(list(inputs.iterdir()))} photos, x{scale}); run each model on them, save each "
+        f"output under the input's name in the model's folder, complete its {METADATA}, then ingest {folder}")
+
+
 def ingest(folder: str | Path, storage: Storage, log=print) -> IngestReport:
     """Ingest every model subfolder of a local ``folder`` into ``storage``; one bad model never stops the others."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise IngestError(folder, f"not a folder; expected one subfolder per model, each with a {METADATA}")
-    model_folders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    model_folders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != INPUTS)
     if not model_folders:
         raise IngestError(folder, f"no model subfolders; expected {folder}/<model>/{METADATA} and its images")
     photos = read_manifest(storage).to_dict("records")
@@ -179,9 +316,12 @@ def ingest(folder: str | Path, storage: Storage, log=print) -> IngestReport:
             log(f"{model_folder.name}: {reason}")
             continue
         seen[model.model_id] = model_folder
-        if shard_status(storage, model.model_id).state == "complete":
-            report.already_complete.append(model.model_id)
-            log(f"{model.model_id}: skipped, its shard is already complete")
+        complete = complete_under(storage, model)
+        if complete:
+            report.already_complete.append(complete)
+            log(f"{model.model_id}: skipped, its shard is already complete" + ("" if complete == model.model_id else
+                f" under the id {complete} an earlier srfp gave it (delete {storage.uri_of(shard_folder(complete))} "
+                "and ingest again to give it its new id)"))
             continue
         before = len(report.problems)
         written = _ingest_model(model_folder, model, photos, storage, report)

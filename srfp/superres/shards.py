@@ -76,7 +76,8 @@ def pack_part(storage: Storage, model_id: str, part: int, positions: range) -> i
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the rows say about the model that made them."""
+    """What the rows say about the model that made them, and the display name of a model made elsewhere
+    (``CARN-M``, where the id-safe ``arch`` is ``CARN_M``; None for the others, and in markers written before it)."""
 
     model_id: str
     source: str
@@ -85,6 +86,11 @@ class ModelInfo:
     scale: int
     loss: str
     seed: int | None
+    name: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.arch
 
     @classmethod
     def of_spec(cls, spec) -> "ModelInfo":
