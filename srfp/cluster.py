@@ -24,7 +24,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    job = {"log_to_driver": True, "runtime_env": {"env_vars": quiet_progress()}}
+    job = {"log_to_driver": True, "runtime_env": {"env_vars": {**few_footer_readers(), **quiet_progress()}}}
     if address:
         ray.init(address=address, **job)
         return
@@ -47,6 +47,16 @@ def on_loopback() -> Iterator[None]:
         yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+
+
+def few_footer_readers() -> dict[str, str]:
+    """The environment of this run's driver and Ray workers: Ray Data reads a Parquet dataset's footers in a pool
+    of actors started anew for every read, 32 of them by default, each a new Python process (about 3 s of CPU
+    to start); a classifier reads its shards in several datasets per epoch (training crops, validation, test
+    predictions). One actor, with its own 128 concurrent reads, reads the footers of a grid's shards;
+    ``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS`` set by the user wins."""
+    readers = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
+    return {readers: os.environ.setdefault(readers, "1")}
 
 
 def quiet_progress() -> dict[str, str]:

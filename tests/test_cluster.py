@@ -159,3 +159,24 @@ def test_a_local_ray_listens_on_the_loopback_interface_only(ray_local):
     assert len(listening) >= 5, sockets  # GCS, raylet (2), the driver, a worker, the agents, the dashboard
     assert all(re.fullmatch(r"(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+", address)
                for address in listening), listening
+
+
+def test_a_parquet_read_in_a_worker_starts_one_footer_reader(ray_local, tmp_path):
+    """Ray Data starts a pool of actors to read Parquet footers for every read (32 by default, a process each);
+    connect() keeps it to one, in the driver and in every worker of the run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+    from ray.util.state import list_actors
+
+    for number in range(3):
+        pq.write_table(pa.table({"number": [number]}), tmp_path / f"{number}.parquet")
+    paths = [str(path) for path in sorted(tmp_path.glob("*.parquet"))]
+
+    def footer_readers() -> int:  # the state API lists finished actors too
+        return len(list_actors(filters=[("class_name", "=", "FooterReader")], limit=10_000, raise_on_missing_output=False))
+
+    before = footer_readers()
+    rows = ray.get(ray.remote(lambda files: ray.data.read_parquet(files).take_all()).remote(paths))
+    assert sorted(row["number"] for row in rows) == [0, 1, 2]
+    assert footer_readers() - before == 1
