@@ -135,7 +135,7 @@ def test_training_crops_change_every_epoch_and_repeat_with_the_seed(ray_local, t
     assert len(first) == 5 and first.keys() == second.keys()
     assert all(first[image] != second[image] for image in first)  # new crops each epoch
     assert len(set(first.values())) == 5  # and each image its own
-    assert epoch(0) == first and epoch(1) == second  # the same seed, the same crops
+    assert epoch(0) == first  # the same seed, the same crops (a pipeline run costs seconds: one rerun)
     assert all(crop != first[image] for image, crop in epoch(0, seed=1).items())
 
 
@@ -182,4 +182,4 @@ def test_a_checkpoint_written_on_a_gpu_loads_on_a_machine_without_one(tmp_path):
     root.write_bytes(f"{task}/checkpoint.pt", cuda_tagged_bytes(state))  # tensors that claim cuda:0
     assert torch.equal(read_checkpoint(root, task)["model"]["weight"], torch.ones(2))
     assert read_checkpoint(root, task)["model"]["weight"].device.type == "cpu"
-    assert "attribution                          training: epoch 1 of 3" in render_status(Plan.of(SMOKE, None), root)
+    assert "attribution                          training: epoch 1 of 2" in render_status(Plan.of(SMOKE, None), root)
