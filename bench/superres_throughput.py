@@ -39,7 +39,7 @@ from srfp.photos import build_photos, read_manifest, read_photo
 from srfp.sisr.train import load_trained, train_model
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
-from srfp.superres.core import superresolve
+from srfp.superres.core import superresolve, tiling
 from srfp.superres.pipeline import actors_that_fit, superresolve_model
 from srfp.superres.shards import ModelInfo, make_row, write_shard
 
@@ -112,8 +112,7 @@ def plain_loop(spec: SISRSpec, grid: GridSpec, storage: Storage, photos: list[di
         with clock.step("read + downscale"):
             hr, lr = downscale(read_photo(storage, photo["image_id"]), spec.scale)
         with clock.step("model"):
-            sr = superresolve(model, lr, spec.scale, device, settings.tile_size, settings.tile_overlap,
-                              settings.precision)
+            sr = superresolve(model, lr, spec.scale, device, *tiling(model, settings.tile_size), settings.precision)
         with clock.step("PNG + PSNR + row"):
             rows.append(make_row(info, photo, hr, sr))
     with clock.step("write"):

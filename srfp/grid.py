@@ -201,9 +201,26 @@ def cmd_published_fetch(args) -> None:
     print(f"published fetch: {len(files)} weight files verified under {args.dest}")
 
 
+def cmd_published_superresolve(args) -> None:
+    grid = load_grid(args.grid)
+    folder = getattr(args, "weights", None) or grid.published.weights  # run reuses this stage without the option
+    if not folder:
+        print("published superresolve: skipped; no weights folder: give --weights DIR or set published.weights in "
+              "the grid file (python -m srfp.grid published fetch --dest DIR gets the weights)")
+        return
+    from srfp.cluster import connect
+    from srfp.superres.published import native_entries, superresolve_published
+    from srfp.superres.shards import prepare_shards
+
+    catalogue, storage = load_catalogue(), _root(args, grid)
+    prepare_shards(storage, native_entries(catalogue), grid.superres.precision, force=_forced(args, "superresolve"))
+    connect(args.address)
+    superresolve_published(grid, catalogue, folder, storage)
+
+
 #: The stages of ``run``, in order; each skips what storage says is complete.
 PIPELINE = (("plan", cmd_plan), ("photos", cmd_photos), ("train", cmd_train), ("superresolve", cmd_superresolve),
-            ("classify", cmd_classify), ("report", cmd_report))
+            ("published superresolve", cmd_published_superresolve), ("classify", cmd_classify), ("report", cmd_report))
 
 
 #: The stages whose work ``--force`` deletes and redoes.
@@ -230,8 +247,8 @@ def parser() -> argparse.ArgumentParser:
                                    description="Fingerprints of super-resolution networks, at cluster scale.")
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, function, help_text, grid=True, root=False, ray=False, only=True, leases=()):
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def command(name, function, help_text, grid=True, root=False, ray=False, only=True, leases=(), group=commands):
+        sub = group.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(function=function, leases=leases)
         if grid:
             sub.add_argument("--grid", default="smoke",
@@ -347,6 +364,13 @@ def parser() -> argparse.ArgumentParser:
     weights.add_argument("--dest", required=True, metavar="DIR", help="folder to download into, e.g. ~/srfp-weights")
     weights.add_argument("--only", default=None, metavar="NAME", help="one model: its name (e.g. RCAN, every scale) "
                          "or its model id")
+    published_sr = command("superresolve", cmd_published_superresolve, "super-resolve the photo set with every native "
+                           "published model whose weights are in the weights folder (Ray Data, as superresolve); the "
+                           "others are listed with where their weights come from", root=True, ray=True, only=False,
+                           leases=("superresolve",), group=published_commands)
+    published_sr.add_argument("--weights", default=None, metavar="DIR",
+                              help="the weights folder of published fetch (default: the grid's published.weights)")
+    force_option(published_sr, "superresolve", "the published models' shards")
     return main
 
 

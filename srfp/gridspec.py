@@ -231,9 +231,9 @@ class SuperresSettings:
     actor: Resources = field(default_factory=lambda: Resources(cpus=2, gpus=0.5))
     #: Ray Data actors at most; 0: one per batch of photos.
     actors: int = at_least(0, default=0)
-    #: Tiles of this many LR pixels a side, each run with ``tile_overlap`` pixels of context; 0: whole photos.
+    #: Tiles of this many LR pixels a side, each run with the model's receptive radius of context so that the
+    #: output is the whole photo's (:func:`srfp.superres.core.tiling`); 0: whole photos.
     tile_size: int = at_least(0, default=0)
-    tile_overlap: int = at_least(0, default=16)
     #: Rows in each Parquet part of a shard: part k holds the manifest's photos k * rows_per_file onwards.
     rows_per_file: int = at_least(1, default=100)
     #: float32: no autocast and TF32 off, so images do not depend on a GPU's reduced precisions; bfloat16
@@ -319,6 +319,14 @@ class ParserGroup:
 
 
 @dataclass(frozen=True)
+class PublishedSettings:
+    """The native published models of ``grids/published.yaml``, which ``run`` super-resolves after the grid's."""
+
+    #: The folder of their official weights (``published fetch --dest``); null: ``run`` skips them with a note.
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
 class TaskSettings:
     """The classifiers of the study: attribution, holdout parsers, and parsers trained on every model."""
 
@@ -345,6 +353,7 @@ class GridSpec:
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     spectral: SpectralSettings = field(default_factory=SpectralSettings)
     tasks: TaskSettings = field(default_factory=TaskSettings)
+    published: PublishedSettings = field(default_factory=PublishedSettings)
     description: str = ""
     source: str = ""
 
@@ -396,6 +405,9 @@ REMOVED_FIELDS = {
     ("classifier", "workers"): "each classifier trains on one Ray Train worker with the study's batch "
                                "(classifier.batch_size), whatever the number of GPUs; tasks run side by side "
                                "instead (classifier.max_concurrent_tasks). Remove the field",
+    ("superres", "tile_overlap"): "tiles overlap by each model's receptive radius, computed from its architecture, "
+                                  "so that tiled images equal whole ones (models with attention over the whole image "
+                                  "run on whole photos). Remove the field",
 }
 
 

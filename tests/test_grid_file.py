@@ -131,7 +131,8 @@ def _set(section: str, **values):
 
 @pytest.mark.parametrize("edit, message", [
     (_set("superres", tile_size=-1), "superres.tile_size: -1 is not allowed; expected at least 0"),
-    (_set("superres", tile_overlap=-4), "superres.tile_overlap: -4 is not allowed; expected at least 0"),
+    (_set("superres", tile_overlap=16), "superres.tile_overlap: no longer a setting: tiles overlap by each model's "
+                                        "receptive radius"),
     (_set("training", patch_size={2: 0, 4: 96}), "training.patch_size.2: 0 is not allowed; expected at least 1"),
     (_set("training.adversarial", patch_size=0),
      "training.adversarial.patch_size: 0 is not allowed; expected at least 32"),

@@ -22,11 +22,13 @@ from srfp.classify.results import all_results, read_predictions
 from srfp.gridspec import GridSpec
 from srfp.photos import MANIFEST, read_manifest
 from srfp.pretrained import WeightsUnavailableError
-from srfp.spec import TARGETS
+from srfp.spec import TARGETS, PublishedModel
 from srfp.storage import Storage
 from srfp.superres.shards import ModelInfo, complete_models, read_shard
 from srfp.tasks import tasks_of
 
+#: Table 6's published models, at x4 (the paper's names).
+TABLE6_PUBLISHED = ("EDSR", "RDN", "RCAN", "ESRGAN", "EnhanceNet")
 
 @dataclass
 class Section:
@@ -82,7 +84,30 @@ def model_quality(storage: Storage, models: list[ModelInfo], log=print) -> Secti
     except WeightsUnavailableError as error:
         section.lines += [f"> LPIPS not computed: {error}. Then run `python -m srfp.grid report` again.", ""]
     section.table("model_quality", table, caption)
+    published_beside_custom(section, table, models)
     return section
+
+
+def published_beside_custom(section: Section, quality: pd.DataFrame, models: list[ModelInfo]) -> None:
+    """Table 6's published rows: the x4 models of :data:`TABLE6_PUBLISHED` beside the custom x4 models' averages
+    per architecture and loss; a published model without a complete shard is shown as missing."""
+    info = pd.DataFrame([vars(model) for model in models])
+    quality = quality.merge(info[["model_id", "source", "arch", "scale", "loss"]], on="model_id")
+    measures = [column for column in quality.columns if column.endswith(("psnr_db", "lpips"))]
+    custom = quality[(quality.source == "custom") & (quality.scale == 4)]
+    rows = [{"model": f"custom {arch} {loss}", "models": len(group), "state": "complete", **group[measures].mean()}
+            for (arch, loss), group in custom.groupby(["arch", "loss"])]
+    missing = []
+    for name in TABLE6_PUBLISHED:
+        found = quality[quality.model_id == PublishedModel(name, 4).model_id]
+        rows.append({"model": f"{name} x4 (published)", "models": len(found),
+                     "state": "complete" if len(found) else "missing", **found[measures].mean()})
+        missing += [] if len(found) else [name]
+    section.table("model_quality_published", pd.DataFrame(rows), "Published x4 models beside the custom x4 models' "
+                  "averages (per architecture and loss), as the study's Table 6")
+    if missing:
+        section.missing(f"the x4 shards of {', '.join(missing)} (EnhanceNet's images are ingested, as "
+                        "grids/published.yaml says)", "python -m srfp.grid published superresolve --weights DIR")
 
 
 def photo_credit(manifest: pd.DataFrame | None) -> list[str]:

@@ -45,6 +45,14 @@ def superresolve(model: torch.nn.Module, lr: np.ndarray, scale: int, device: tor
     return np.clip(out, 0, 255).round().astype(np.uint8)
 
 
+def tiling(model: torch.nn.Module, tile_size: int) -> tuple[int, int]:
+    """The (tile size, overlap) that keep a model's output that of the whole image: tiles of ``tile_size`` that
+    overlap by the model's receptive radius, or whole images (0, 0) for a model whose output depends on the
+    whole image (channel or non-local attention)."""
+    radius = model.receptive_radius()
+    return (0, 0) if radius is None else (tile_size, radius)
+
+
 def superresolve_photo(model: torch.nn.Module, photo: np.ndarray, scale: int, device: torch.device,
                        tile_size: int = 0, tile_overlap: int = 16,
                        precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:

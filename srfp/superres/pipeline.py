@@ -22,6 +22,7 @@ interrupted run) is deleted and redone, so a rerun writes exactly what is missin
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pyarrow as pa
 import ray
@@ -33,7 +34,7 @@ from srfp.photos import read_manifest
 from srfp.sisr.train import is_trained, load_trained
 from srfp.spec import SISRSpec
 from srfp.storage import Storage
-from srfp.superres.core import superresolve
+from srfp.superres.core import superresolve, tiling
 from srfp.superres.shards import STAGED, ModelInfo, mark_complete, shard_folder, shard_status
 from srfp.superres.stages import pack, pack_image, read_pairs, stage_rows, unpack_image
 
@@ -45,24 +46,40 @@ class SuperresolveFailed(UserError):
     """Some models could not be super-resolved; the others' shards are complete."""
 
 
-class SuperResolver:
-    """Stage 2, a Ray Data actor: loads one trained model once, then turns each LR image into the model's
-    8-bit output (the batch's LR column gives way to an SR column)."""
+@dataclass(frozen=True)
+class TrainedNetwork:
+    """A model srfp trained, loaded from the run's storage root (a published one:
+    :class:`srfp.superres.published.PublishedNetwork`)."""
 
-    def __init__(self, root: str, grid: GridSpec, model_id: str):
+    model_id: str
+
+    @property
+    def scale(self) -> int:
+        return SISRSpec.from_id(self.model_id).scale
+
+    def load(self, root: str):
+        return load_trained(Storage(root), self.model_id)
+
+
+class SuperResolver:
+    """Stage 2, a Ray Data actor: loads one network once, then turns each LR image into the model's 8-bit output
+    (the batch's LR column gives way to an SR column), in tiles of ``superres.tile_size`` that overlap by the
+    network's receptive radius, or whole where its output depends on the whole image (:func:`tiling`)."""
+
+    def __init__(self, root: str, grid: GridSpec, network: TrainedNetwork):
         import torch
 
         settings = grid.superres
         self.device = choose_device(settings.actor.gpus > 0)
         torch.set_num_threads(max(1, math.ceil(settings.actor.cpus)))
-        self.model = load_trained(Storage(root), model_id).to(self.device)
-        self.scale = SISRSpec.from_id(model_id).scale
-        self.settings = settings
+        self.model = network.load(root).to(self.device)
+        self.scale = network.scale
+        self.tile_size, self.tile_overlap = tiling(self.model, settings.tile_size)
+        self.precision = settings.precision
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        settings = self.settings
-        sr = [pack_image(superresolve(self.model, unpack_image(lr), self.scale, self.device, settings.tile_size,
-                                      settings.tile_overlap, settings.precision))
+        sr = [pack_image(superresolve(self.model, unpack_image(lr), self.scale, self.device, self.tile_size,
+                                      self.tile_overlap, self.precision))
               for lr in batch.column("lr").to_pylist()]
         return batch.drop_columns(["lr"]).append_column("sr", pa.array(sr, pa.binary()))
 
@@ -95,7 +112,8 @@ def actor_pool(settings: SuperresSettings, batches: int) -> ray.data.ActorPoolSt
     return ray.data.ActorPoolStrategy(min_size=min(actors_that_fit(settings), most), max_size=most)
 
 
-def superresolution_rows(spec: SISRSpec, grid: GridSpec, root: str, photos: list[dict]) -> ray.data.Dataset:
+def superresolution_rows(model: ModelInfo, network: TrainedNetwork, grid: GridSpec, root: str,
+                         photos: list[dict]) -> ray.data.Dataset:
     """The three stages over the photos (lazy); each photo's ``position`` in the manifest names its staged row.
     The dataset's own rows are just the positions staged, in whatever order the workers finish."""
     settings = grid.superres
@@ -104,10 +122,10 @@ def superresolution_rows(spec: SISRSpec, grid: GridSpec, root: str, photos: list
     cpu_task = {"num_cpus": cpu_task_cpus(settings), **each_batch}
     return (ray.data.from_items([{**photo, "position": position} for position, photo in enumerate(photos)],
                                 override_num_blocks=batches)
-            .map_batches(read_pairs, fn_kwargs={"root": root, "scale": spec.scale}, **cpu_task)
-            .map_batches(SuperResolver, fn_constructor_args=(root, grid, spec.model_id), num_cpus=settings.actor.cpus,
+            .map_batches(read_pairs, fn_kwargs={"root": root, "scale": model.scale}, **cpu_task)
+            .map_batches(SuperResolver, fn_constructor_args=(root, grid, network), num_cpus=settings.actor.cpus,
                          num_gpus=settings.actor.gpus or None, compute=actor_pool(settings, batches), **each_batch)
-            .map_batches(stage_rows, fn_kwargs={"model": ModelInfo.of_spec(spec), "root": root}, **cpu_task))
+            .map_batches(stage_rows, fn_kwargs={"model": model, "root": root}, **cpu_task))
 
 
 def pack_shard(storage: Storage, model_id: str, photos: int, rows_per_file: int, cpus: float) -> None:
@@ -119,49 +137,64 @@ def pack_shard(storage: Storage, model_id: str, photos: int, rows_per_file: int,
 
 
 def superresolve_model(spec: SISRSpec, grid: GridSpec, storage: Storage, photos: list[dict]) -> ray.data.Dataset:
-    """Write one model's complete shard (replacing a partial one); returns the executed dataset, whose
-    ``get_stats_summary()`` says where the time went."""
-    storage.delete(shard_folder(spec.model_id))
-    staged = superresolution_rows(spec, grid, storage.uri, photos).materialize()
+    """Write one trained model's complete shard (see :func:`superresolve_network`)."""
+    return superresolve_network(ModelInfo.of_spec(spec), TrainedNetwork(spec.model_id), grid, storage, photos)
+
+
+def superresolve_network(model: ModelInfo, network: TrainedNetwork, grid: GridSpec, storage: Storage,
+                         photos: list[dict]) -> ray.data.Dataset:
+    """Write one model's complete shard (replacing a partial one), its rows saying ``model``; returns the
+    executed dataset, whose ``get_stats_summary()`` says where the time went."""
+    storage.delete(shard_folder(model.model_id))
+    staged = superresolution_rows(model, network, grid, storage.uri, photos).materialize()
     positions = sorted(staged.to_pandas()["position"])
     if positions != list(range(len(photos))):
-        raise RuntimeError(f"{spec.model_id}: {len(positions)} rows staged for {len(photos)} photos; the shard is left "
-                           "unmarked and will be redone")
-    pack_shard(storage, spec.model_id, len(photos), grid.superres.rows_per_file,
+        raise RuntimeError(f"{model.model_id}: {len(positions)} rows staged for {len(photos)} photos; the shard is "
+                           "left unmarked and will be redone")
+    pack_shard(storage, model.model_id, len(photos), grid.superres.rows_per_file,
                PACK_SHARE * cpu_task_cpus(grid.superres))
-    mark_complete(storage, ModelInfo.of_spec(spec), len(photos), grid.superres.precision)
+    mark_complete(storage, model, len(photos), grid.superres.precision)
     return staged
 
 
 def superresolve_grid(grid: GridSpec, specs: list[SISRSpec], storage: Storage, log=print) -> dict[str, str]:
     """Super-resolve the photo set with every trained model of ``specs``; returns each model's shard state."""
-    manifest = read_manifest(storage)
-    photos = manifest[["image_id", "tag", "split"]].to_dict("records")
+    networks = [(ModelInfo.of_spec(spec), TrainedNetwork(spec.model_id) if is_trained(storage, spec.model_id) else None)
+                for spec in specs]
+    return superresolve_networks(grid, networks, storage, "superresolve", "not trained", log)
+
+
+def superresolve_networks(grid: GridSpec, networks: list[tuple[ModelInfo, TrainedNetwork | None]], storage: Storage,
+                          command: str, absent: str, log=print) -> dict[str, str]:
+    """Super-resolve the photo set with each network not None (None: the model's network is ``absent``, e.g. not
+    trained) whose shard is not complete yet; returns each model's shard state. ``command`` names the command
+    that reruns it in the log lines and errors."""
+    photos = read_manifest(storage)[["image_id", "tag", "split"]].to_dict("records")
     if not photos:
         raise SuperresolveFailed(f"{storage.uri_of('photos/manifest.parquet')} lists no photos")
     states = {}
-    for number, spec in enumerate(specs, 1):
-        status = shard_status(storage, spec.model_id)
+    for number, (model, network) in enumerate(networks, 1):
+        status = shard_status(storage, model.model_id)
         if status.state == "complete":
-            states[spec.model_id] = "complete"
-        elif not is_trained(storage, spec.model_id):
-            states[spec.model_id] = "not trained"
+            states[model.model_id] = "complete"
+        elif network is None:
+            states[model.model_id] = absent
         else:
             if status.state == "partial":
-                log(f"superresolve: {spec.model_id}: removing a partial shard")
+                log(f"{command}: {model.model_id}: removing a partial shard")
             try:
-                superresolve_model(spec, grid, storage, photos)
+                superresolve_network(model, network, grid, storage, photos)
             except Exception as error:  # one model's failure must not stop the others
-                states[spec.model_id] = f"failed: {error}"
-                log(f"superresolve: model {number}/{len(specs)} {spec.model_id}: failed: {error}")
+                states[model.model_id] = f"failed: {error}"
+                log(f"{command}: model {number}/{len(networks)} {model.model_id}: failed: {error}")
                 continue
-            states[spec.model_id] = "complete"
-            log(f"superresolve: model {number}/{len(specs)} {spec.model_id}: {len(photos)} images")
+            states[model.model_id] = "complete"
+            log(f"{command}: model {number}/{len(networks)} {model.model_id}: {len(photos)} images")
     done = sum(state == "complete" for state in states.values())
-    untrained = sum(state == "not trained" for state in states.values())
-    log(f"superresolve: {done} of {len(specs)} shards complete in {storage.uri_of('sr')}"
-        + (f"; {untrained} models not trained yet" if untrained else ""))
+    skipped = sum(state == absent for state in states.values())
+    log(f"{command}: {done} of {len(networks)} shards complete in {storage.uri_of('sr')}"
+        + (f"; {skipped} models {absent}" if skipped else ""))
     failed = [model_id for model_id, state in states.items() if state.startswith("failed")]
     if failed:
-        raise SuperresolveFailed(f"{len(failed)} models failed: {', '.join(failed)}; rerun `superresolve` to redo them")
+        raise SuperresolveFailed(f"{len(failed)} models failed: {', '.join(failed)}; rerun `{command}` to redo them")
     return states

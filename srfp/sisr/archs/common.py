@@ -23,6 +23,14 @@ def channel_gate(channels: int, reduction: int) -> nn.Sequential:
                          nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid())
 
 
+def conv_reach(*modules: nn.Module) -> int:
+    """LR pixels either side that the convolutions of ``modules`` reach when they all lie on one path: the sum of
+    their radii, each counted in pixels of its own resolution (at least the LR pixels it reaches after
+    upsampling). An upper bound where some convs run side by side instead."""
+    convs = {conv for module in modules for conv in module.modules() if isinstance(conv, nn.Conv2d)}
+    return sum(conv.dilation[0] * (conv.kernel_size[0] // 2) for conv in convs)
+
+
 class MeanShift(nn.Conv2d):
     """Frozen identity 1x1 convolution whose bias adds ``sign * rgb_range * RGB_MEAN`` to an RGB image."""
 
@@ -90,6 +98,10 @@ class ResidualSRNet(nn.Module):
         self.head = nn.Sequential(default_conv(n_colors, n_feats, 3))
         self.body = nn.Sequential(*blocks, default_conv(n_feats, n_feats, 3))
         self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
+
+    def receptive_radius(self) -> int | None:
+        """LR pixels either side that an output pixel depends on (every conv lies on the one path)."""
+        return conv_reach(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(self.sub_mean(x))

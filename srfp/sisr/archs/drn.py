@@ -78,6 +78,10 @@ class DRN(nn.Module):
         self.tail = nn.ModuleList([default_conv(widest, n_colors, 3)]
                                   + [default_conv(n_feats * 2**p, n_colors, 3) for p in range(phases, 0, -1)])
 
+    def receptive_radius(self) -> int | None:
+        """None: the up blocks' channel attention pools over the whole image."""
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = functional.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         x = self.head(self.sub_mean(x))

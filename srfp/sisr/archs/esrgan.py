@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from srfp.sisr.archs.common import default_conv
+from srfp.sisr.archs.common import conv_reach, default_conv
 
 #: The weight of a residual branch before it is added back (0.2 in every block of the official model).
 RESIDUAL_WEIGHT = 0.2
@@ -71,6 +71,10 @@ class RRDBNet(nn.Module):
         self.HRconv = default_conv(nf, nf, 3)
         self.conv_last = default_conv(nf, n_colors, 3)
         self.lrelu = _leaky_relu()
+
+    def receptive_radius(self) -> int | None:
+        """LR pixels either side that an output pixel depends on (the dense blocks chain every conv)."""
+        return conv_reach(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.conv_first(x)

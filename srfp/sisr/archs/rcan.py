@@ -57,3 +57,7 @@ class RCAN(ResidualSRNet):
             raise ValueError(f"RCAN: reduction={reduction} is not allowed; it must be at most n_feats={n_feats}")
         groups = [ResidualGroup(n_feats, reduction, res_scale, n_resblocks) for _ in range(n_resgroups)]
         super().__init__("RCAN", scale, n_feats, groups, rgb_range, n_colors)
+
+    def receptive_radius(self) -> int | None:
+        """None: the channel attention pools over the whole image."""
+        return None

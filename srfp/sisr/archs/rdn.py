@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from srfp.sisr.archs.common import default_conv, upsampling_layers
+from srfp.sisr.archs.common import conv_reach, default_conv, upsampling_layers
 
 
 class DenseLayer(nn.Module):
@@ -51,6 +51,10 @@ class RDN(nn.Module):
             *upsampling_layers(G0, G, scale, kernel_size),
             default_conv(G, n_colors, kernel_size),
         )
+
+    def receptive_radius(self) -> int | None:
+        """LR pixels either side that an output pixel depends on (the dense blocks chain every conv)."""
+        return conv_reach(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shallow = self.SFENet1(x)

@@ -176,6 +176,10 @@ class SAN(nn.Module):
         self.non_local = RegionNonLocal(n_feats)
         self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
 
+    def receptive_radius(self) -> int | None:
+        """None: the non-local attention and the second-order channel attention span the whole image."""
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(self.sub_mean(x))
         source = features = self.non_local(x)

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from srfp.sisr.archs.common import conv_reach
+
 #: The trunk's RRDBs after which the gradient branch takes its features (architecture.py's fixed indices).
 TAPPED_BLOCKS = (5, 10, 15, 20)
 #: The residual weight of every dense block and RRDB (block.py).
@@ -133,6 +135,11 @@ class SPSRNet(nn.Module):
         self.f_block = RRDB(2 * nf, gc)
         self.f_HR_conv0 = conv_block(nf, nf, act=True)
         self.f_HR_conv1 = conv_block(nf, n_colors)
+
+    def receptive_radius(self) -> int | None:
+        """LR pixels either side that an output pixel depends on at most: every conv, the two branches' as if
+        chained, and one for the gradient's central differences."""
+        return conv_reach(self) + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gradient = self.get_g_nopadding(x)

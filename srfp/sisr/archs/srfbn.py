@@ -87,6 +87,13 @@ class SRFBN(nn.Module):
         self.out = deconv_prelu(num_features, scale)
         self.conv_out = nn.Sequential(nn.Conv2d(num_features, n_colors, 3, padding=1))
 
+    def receptive_radius(self) -> int | None:
+        """LR pixels either side that an output pixel depends on: ``conv_in``, then per step the feedback block's
+        up- and down-projections (each reaches one LR pixel either side: a stride-``scale`` (de)conv whose kernel
+        spans at most the neighbouring LR pixels), then ``out`` and ``conv_out``, one each; the bilinear
+        upscaling beside them reaches one."""
+        return 1 + self.num_steps * 2 * len(self.block.upBlocks) + 2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.sub_mean(x)
         upscaled = functional.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
