@@ -20,7 +20,7 @@ from srfp.classify.backbones import BACKBONES
 from srfp.errors import UserError
 from srfp.flickr import REDISTRIBUTABLE, tags_problem
 from srfp.images import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_ALLOWED
-from srfp.schema import SchemaError, at_least, build, choices, positive
+from srfp.schema import SchemaError, at_least, build, choices, positive, share
 from srfp.spec import ARCHS, DATASETS, LOSSES, SCALES, TARGETS, SISRSpec
 
 
@@ -277,7 +277,7 @@ class ClassifierSettings:
     max_failures: int = at_least(0, default=2)
     #: `predict --backbone` with this classifier calls an image unknown when its unknown-model score flags no
     #: more than this share of the known models' validation images (as spectral.false_alarm_rate).
-    false_alarm_rate: float = positive(default=0.05)
+    false_alarm_rate: float = share(default=0.05)
 
     def __post_init__(self):
         _require_cpus(self.worker, "classifier.worker")
@@ -301,7 +301,7 @@ class SpectralSettings:
     cpus: float = positive(default=1.0)
     #: `predict` calls an image unknown when its unknown-model score (1 - the attribution's highest probability)
     #: is above the value that flags no more than this share of the known models' validation images.
-    false_alarm_rate: float = positive(default=0.05)
+    false_alarm_rate: float = share(default=0.05)
 
     def __post_init__(self):
         if self.crop_size % self.pool:

@@ -1,6 +1,6 @@
 """Build typed dataclasses from parsed YAML, with errors that name the field, the bad value and what is allowed.
 
-Each settings dataclass declares its fields with type hints; ``choices``, ``at_least`` and ``positive`` in a
+Each settings dataclass declares its fields with type hints; ``choices``, ``at_least``, ``positive`` and ``share`` in a
 field's metadata restrict its values (each item of a list, each value of a mapping). ``build(cls, data, where)``
 checks unknown keys, missing keys, types, choices and ranges, and raises
 :class:`SchemaError` whose message starts with ``where`` (``grids/x.yaml: training.batch_size``).
@@ -31,6 +31,11 @@ def at_least(minimum, **kwargs) -> Any:
 def positive(**kwargs) -> Any:
     """A numeric dataclass field whose value must be above zero."""
     return dataclasses.field(metadata={"minimum": 0, "exclusive": True}, **kwargs)
+
+
+def share(**kwargs) -> Any:
+    """A numeric dataclass field whose value must be above 0 and below 1: a share of something, e.g. a rate."""
+    return dataclasses.field(metadata={"minimum": 0, "exclusive": True, "below": 1}, **kwargs)
 
 
 def _describe(tp) -> str:
@@ -118,6 +123,8 @@ def _check_allowed(metadata, value, where: str) -> None:
         _fail(where, value, f"a number above {minimum}")
     if value < minimum:
         _fail(where, value, f"at least {minimum}")
+    if "below" in metadata and value >= metadata["below"]:
+        _fail(where, value, f"a number above {minimum} and below {metadata['below']}")
 
 
 def build(cls, data, where: str):
