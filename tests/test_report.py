@@ -172,3 +172,19 @@ def test_classifiers_of_several_backbones_on_one_root_give_the_backbone_comparis
     assert backbones.loc[("resnet18", "attribution"), "accuracy_1_image"] == 0.75
     assert backbones.loc[("xception_narrow", "attribution"), "accuracy_1_image"] == pytest.approx(
         result["summary"]["accuracy_1_image"])
+
+
+def test_the_published_models_attribution_has_its_accuracy_per_model_and_confusion_matrix(report):
+    rows = predictions(report, "attribution-published")
+    rows = rows[rows.role == "test"]
+    headline = table(report, "attribution_published").set_index("backbone")
+    assert headline.loc["xception_narrow", "accuracy_1_image"] == pytest.approx((rows.predicted_label == rows.true_label).mean())
+    per_model = table(report, "attribution_published_models_xception_narrow").set_index("model_id")
+    for model_id, members in rows.groupby("model_id"):
+        assert per_model.loc[model_id, "accuracy"] == pytest.approx((members.predicted_label == members.true_label).mean())
+        assert per_model.loc[model_id, "name"] == model_id.split("-")[0] and per_model.loc[model_id, "images"] == len(members)
+    matrix = table(report, "attribution_published_confusion_xception_narrow").set_index("true model")
+    assert list(matrix.columns) == list(matrix.index) and set(matrix.index) == set(rows.true_label)
+    assert matrix.to_numpy().sum() == len(rows)
+    assert all(matrix.loc[t, p] == ((rows.true_label == t) & (rows.predicted_label == p)).sum()
+               for t in matrix.index for p in matrix.columns)

@@ -291,6 +291,35 @@ def published_models(storage: Storage, results: dict[str, dict]) -> Section:
     return section
 
 
+def published_attribution(storage: Storage, models: list[ModelInfo], result: dict | None,
+                          spectral: dict | None = None) -> Section:
+    """Attribution of the published and external models (``attribute --published``): the headline by classifier,
+    each model's accuracy and the confusion matrix of its test images."""
+    section = Section("Attribution of published and external models")
+    if result is None:
+        count = sum(model.source != "custom" for model in models)
+        command = ("python -m srfp.grid attribute --published" if count >= 2 else
+                   "python -m srfp.grid ingest FOLDER or python -m srfp.grid published superresolve, for two or more")
+        section.missing(f"the classifier of the published and external models ({count} have complete shards)", command)
+        return section
+    section.table("attribution_published", pd.DataFrame([_headline(r) for r in (result, spectral) if r]),
+                  f"Attribution over {result['summary']['classes']} published and external models, by classifier")
+    for ran in (r for r in (result, spectral) if r):
+        scored = _predictions(storage, ran)
+        scored = scored[scored.role == "test"]
+        names = {model.model_id: model.display_name for model in models}
+        per_model = grouped_accuracy(scored, "model_id").rename(columns={"value": "model_id"})
+        per_model.insert(2, "name", per_model["model_id"].map(names))
+        section.table(f"attribution_published_models_{ran['backbone']}", per_model.drop(columns="attribute"),
+                      f"Attribution accuracy of each published or external model's test images ({ran['backbone']})")
+        matrix = pd.crosstab(scored.true_label, scored.predicted_label).reindex(
+            index=ran["labels"], columns=ran["labels"], fill_value=0)
+        section.table(f"attribution_published_confusion_{ran['backbone']}", matrix.rename_axis("true model").reset_index(),
+                      f"Confusion matrix of the test images: true model (rows) by predicted model (columns), "
+                      f"counts ({ran['backbone']})")
+    return section
+
+
 def tsne(storage: Storage, result: dict | None) -> Section:
     """Figure 2: t-SNE of the attribution classifier's features, by (scale, loss)."""
     from sklearn.manifold import TSNE
@@ -337,6 +366,8 @@ def build_report(grid: GridSpec, storage: Storage, log=print) -> list[Section]:
     manifest = read_manifest(storage) if storage.is_file(MANIFEST) else None
     return [model_quality(storage, models, log), dataset_statistics(measures, manifest),
             attribution(grid, storage, primary.get("attribution"), spectral.get("attribution")),
+            published_attribution(storage, models, primary.get("attribution-published"),
+                                  spectral.get("attribution-published")),
             parsers(grid, primary, spectral), acutance_section(grid, measures, primary, spectral),
             unknown_models(grid, storage, results), published_models(storage, primary),
             tsne(storage, primary.get("attribution")), backbones(results)]
