@@ -104,18 +104,28 @@ class Catalogue:
     def native_archs(self) -> set[str]:
         return {entry.arch for entry in self.models if entry.arch}
 
-    def render(self, storage: Storage | None = None) -> list[str]:
+    def render(self, storage: Storage | None = None, weights: str | Path | None = None) -> list[str]:
         """The plan's lines: each model's run kind, arch and licence, whether the official weights' address is
-        known, and, given ``storage``, the state of its shard there (complete, partial or missing)."""
+        known, given ``weights`` (the weights folder) whether a native model's weight files are there (present or
+        missing; ingest models have none: n/a), and given ``storage`` the state of its shard there (complete,
+        partial or missing)."""
         native = sum(entry.run == "native" for entry in self.models)
         lines = [f"published models ({self.source}): {len(self.models)}, {native} native, "
                  f"{len(self.models) - native} ingest"]
         for entry in self.models:
             how = f"native {entry.arch}" if entry.arch else "ingest"
+            present = f"weights {_weights_state(entry, weights):<8} " if weights else ""
             shard = f"shard {_shard_state(storage, entry.model_id):<9} " if storage else ""
             found = "" if all(weights.url for weights in entry.weights) else "  (no official weights address)"
-            lines.append(f"  {entry.model_id:<42} {how:<14} {shard}{entry.licence or 'no licence file'}{found}")
+            lines.append(f"  {entry.model_id:<42} {how:<14} {present}{shard}{entry.licence or 'no licence file'}{found}")
         return lines
+
+
+def _weights_state(entry: PublishedEntry, folder: str | Path) -> str:
+    if entry.run != "native":
+        return "n/a"
+    return "present" if all(weights.file and entry.weights_path(folder, weights).is_file()
+                            for weights in entry.weights) else "missing"
 
 
 def _shard_state(storage: Storage, model_id: str) -> str:

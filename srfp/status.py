@@ -41,14 +41,16 @@ def render_status(plan: Plan, storage: Storage) -> str:
 
 def published_lines(plan: Plan, storage: Storage) -> list[str]:
     """The published and external models with complete shards (ingested or made by ``published superresolve``),
-    the classifier that attributes them, and the catalogue's published models with their shards' states."""
+    the classifier that attributes them, and the catalogue's published models with their shards' states and,
+    when the grid names a weights folder (``published.weights``), whether their weights are there."""
     models = [model for model in complete_models(storage) if model.source != "custom"]
     rows = [f"  {model.model_id:<42} {model.source:<10} {model.display_name}: dataset {model.dataset}, loss "
             f"{model.loss} ({shard_status(storage, model.model_id).rows} images)" for model in models]
     task = attribution_task("published", init_from="attribution")
     return [f"published and external models with complete shards: {len(models)}"
             + ("" if len(models) >= 2 else " (attributing them needs two: `ingest` or `published superresolve`)"),
-            *rows, *_task_lines(plan.grid.classifier, [task], storage), "", *load_catalogue().render(storage)]
+            *rows, *_task_lines(plan.grid.classifier, [task], storage), "",
+            *load_catalogue().render(storage, plan.grid.published.weights)]
 
 
 def model_training_state(storage: Storage, model_id: str) -> str:

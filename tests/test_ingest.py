@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -299,7 +300,14 @@ def test_status_lists_the_ingested_models_their_classifier_and_the_catalogues_mo
     model_folder(tmp_path / "outside", "esrgan", ESRGAN, cropped(photos, 4))
     ingest(tmp_path / "outside", storage, log=lambda line: None)
 
-    lines = render_status(Plan.of(load_grid("smoke"), None), storage).splitlines()
+    weights = tmp_path / "weights"
+    esrgan_weights = weights / ESRGAN_ID / "RRDB_ESRGAN_x4.pth"
+    esrgan_weights.parent.mkdir(parents=True)
+    esrgan_weights.write_bytes(b"weights")
+    grid = load_grid("smoke")
+    grid = dataclasses.replace(grid, published=dataclasses.replace(grid.published, weights=str(weights)))
+
+    lines = render_status(Plan.of(grid, None), storage).splitlines()
 
     start = lines.index("published and external models with complete shards: 2")
     assert lines[start + 1].split() == ["CARN_M-NA-x4-CARN_M-NA-external", "external", "CARN-M:", "dataset", "DIV2K,",
@@ -308,5 +316,5 @@ def test_status_lists_the_ingested_models_their_classifier_and_the_catalogues_mo
     assert lines[start + 3].split() == ["attribution-published", "not", "started"]
     assert lines[start + 5].startswith("published models (published.yaml): ")
     catalogue = {line.split()[0]: line.split()[1:] for line in lines[start + 6:]}
-    assert catalogue[ESRGAN_ID][:4] == ["native", "ESRGAN", "shard", "complete"]
-    assert catalogue["EDSR-NA-x2-EDSR-NA-pretrained"][2:4] == ["shard", "missing"]
+    assert catalogue[ESRGAN_ID][:6] == ["native", "ESRGAN", "weights", "present", "shard", "complete"]
+    assert catalogue["EDSR-NA-x2-EDSR-NA-pretrained"][2:6] == ["weights", "missing", "shard", "missing"]

@@ -72,3 +72,16 @@ def test_plan_without_root_lists_the_run_kinds_only(capsys):
     assert main(["plan", "--grid", "smoke"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  EDSR-NA-x2"))
     assert line.split() == ["EDSR-NA-x2-EDSR-NA-pretrained", "native", "EDSR", "MIT"]
+
+
+def test_the_published_models_weights_are_present_missing_or_not_needed_in_a_weights_folder(tmp_path):
+    catalogue = load_catalogue()
+    edsr = next(entry for entry in catalogue.models if entry.model_id == "EDSR-NA-x2-EDSR-NA-pretrained")
+    path = edsr.weights_path(tmp_path, edsr.weights[0])
+    path.parent.mkdir()
+    path.write_bytes(b"weights")
+    lines = {line.split()[0]: line.split()[1:] for line in catalogue.render(weights=tmp_path)[1:]}
+    assert lines["EDSR-NA-x2-EDSR-NA-pretrained"][:4] == ["native", "EDSR", "weights", "present"]
+    assert lines["EDSR-NA-x4-EDSR-NA-pretrained"][:4] == ["native", "EDSR", "weights", "missing"]
+    assert lines["RDN-NA-x4-RDN-NA-pretrained"][:4] == ["native", "RDN", "weights", "missing"]  # none published
+    assert lines["ProSR-NA-x4-ProSR-NA-pretrained"][:3] == ["ingest", "weights", "n/a"]
