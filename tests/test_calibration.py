@@ -101,6 +101,17 @@ def test_a_bad_calibration_file_is_one_error_line_with_exit_status_2(tmp_path, c
     assert message in captured.err
 
 
+def test_the_h200_figures_measured_with_cuda_graphs_cost_the_paper_grid_352_gpu_hours_one_trial_per_gpu(capsys):
+    calibration = Path(__file__).parents[1] / "bench" / "h200-measured.json"
+    assert main(["plan", "--grid", "paper", "--calibration", str(calibration)]) == 0
+    out = capsys.readouterr().out
+    assert "commit ee65ddb" in out
+    # EDSR 79.2 + RDN 90.9 + RCAN 181.6: RCAN x4 L1 alone is 300,000 x 0.0636 s = 5.3 GPU-h
+    assert float(re.search(r"108 trials = ([0-9.]+) GPU-hours", out).group(1)) == pytest.approx(351.6, abs=0.1)
+    assert re.search(r"RCAN x4 L1 +0\.0636 +5\.3 +6 +31\.8", out)
+    assert not re.search(r"\bestimate\b", out.split("superresolve and classifiers")[1].split("superresolve ")[0])
+
+
 def test_issue_13s_h200_figures_cost_the_paper_grid_about_1270_gpu_hours(capsys):
     calibration = Path(__file__).parents[1] / "bench" / "h200-issue13.json"
     assert main(["plan", "--grid", "paper", "--calibration", str(calibration)]) == 0

@@ -15,8 +15,8 @@ def test_plan_prints_models_counts_tasks_and_cost(capsys):
     assert "arch     EDSR: 36, RCAN: 36, RDN: 36" in out
     assert "seed     1: 72, 2: 18, 3: 18" in out
     assert "parse-dataset-holdout-RCAN" in out and "48 / 24" in out
-    assert "108 trials = 1512 GPU-hours" in out  # 36 x 24 + 36 x 24 / 2 + 36 x 24 / 4: RDN, RCAN share GPUs
-    assert "RCAN    36 trials x 6 GPU-h (0.25 GPU, 2 CPU per trial: 4 per GPU)" in out
+    assert "108 trials = 270 GPU-hours" in out  # 36 x 6 / 2 + 36 x 6 / 4 + 36 x 6 / 2: EDSR, RDN, RCAN share GPUs
+    assert "RDN     36 trials x 1.5 GPU-h (0.25 GPU, 2 CPU per trial: 4 per GPU)" in out
 
 
 def test_only_selects_a_subset_of_models(capsys):

@@ -49,6 +49,7 @@ def test_attribution_accuracy_by_each_hyperparameter(report):
 
 def test_the_parser_table_has_one_and_ten_image_accuracy_per_held_out_value(report):
     rows = predictions(report, "parse-scale-holdout-L1")
+    rows = rows[rows.role == "test"]
     per_model = rows.groupby("model_id").apply(lambda m: (m.predicted_label == m.true_label).mean(), include_groups=False)
     one_image = (rows.predicted_label == rows.true_label).mean()
     parsers = table(report, "parsers").set_index(["target", "backbone"])

@@ -24,7 +24,7 @@ class ClassifierTrainingFailed(UserError, RuntimeError):
 def fit(storage: Storage, folder: str, target: str, labels: list[str], train_ids: list[str],
         test_ids_by_role: dict[str, list[str]], settings: ClassifierSettings, init_from: str | None = None) -> None:
     """Train (or finish training) the classifier whose state lives in ``folder`` of the storage root, then
-    predict the test images of the models of each role (``test``, ``published``) with it."""
+    predict the images of the models of each role (see srfp.classify.results.ROLE_SPLITS) with it."""
     resources = {"CPU": settings.worker.cpus, **({"GPU": settings.worker.gpus} if settings.worker.gpus else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
