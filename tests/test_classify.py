@@ -39,9 +39,10 @@ def test_attribution_predicts_every_test_image_with_probabilities_and_features(c
     assert len(tested) == 16 and tested.model_id.nunique() == 16 and tested.image_id.nunique() == 1
     assert (tested.true_label == tested.model_id).all()
     assert set(predictions[predictions.role == "published"].model_id) == PUBLISHED
+    assert predictions.role.value_counts().to_dict() == {"test": 16, "validation": 16, "published": 2}
     probabilities = np.stack(predictions.probabilities)
-    assert probabilities.shape == (18, 16) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
-    assert np.stack(predictions.features).shape == (18, 512)
+    assert probabilities.shape == (34, 16) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert np.stack(predictions.features).shape == (34, 512)
     assert (np.array(result["labels"])[probabilities.argmax(1)] == predictions.predicted_label).all()
     assert result["summary"]["accuracy_1_image"] == pytest.approx((tested.true_label == tested.predicted_label).mean())
 
@@ -51,7 +52,8 @@ def test_a_holdout_parser_trains_without_the_held_out_value_and_tests_on_it(clas
     assert result["labels"] == ["2", "4"] and len(result["train_models"]) == len(result["test_models"]) == 8
     assert all("-VGG_GAN-" in m for m in result["train_models"]) and all("-L1-" in m for m in result["test_models"])
     predictions = pd.read_parquet(classified_root.path(f"{folder('parse-scale-holdout-L1')}/predictions.parquet"))
-    assert set(predictions.loss) == {"L1"} and predictions.role.eq("test").all()
+    assert set(predictions[predictions.role == "test"].loss) == {"L1"}
+    assert set(predictions[predictions.role != "test"].loss) == {"VGG_GAN"}  # known and validation images
     assert (predictions.true_label == predictions.scale.astype(str)).all()
     everything = pd.read_parquet(classified_root.path(f"{folder('parse-scale-all')}/predictions.parquet"))
     assert set(everything[everything.role == "published"].true_label) == {"2", "4"}

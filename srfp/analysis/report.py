@@ -30,6 +30,7 @@ from srfp.tasks import tasks_of
 #: Table 6's published models, at x4 (the paper's names).
 TABLE6_PUBLISHED = ("EDSR", "RDN", "RCAN", "ESRGAN", "EnhanceNet")
 
+
 @dataclass
 class Section:
     title: str
