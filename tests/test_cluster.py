@@ -173,8 +173,10 @@ def test_a_parquet_read_in_a_worker_starts_one_footer_reader(ray_local, tmp_path
         pq.write_table(pa.table({"number": [number]}), tmp_path / f"{number}.parquet")
     paths = [str(path) for path in sorted(tmp_path.glob("*.parquet"))]
 
-    def footer_readers() -> int:  # the state API lists finished actors too
-        return len(list_actors(filters=[("class_name", "=", "FooterReader")], limit=10_000, raise_on_missing_output=False))
+    def footer_readers() -> int:  # the state API lists finished actors too; the address: this session's Ray, not
+        # the latest one started on the machine (the two-node cluster of the tests above, while its fixture lives)
+        return len(list_actors(address=ray.get_runtime_context().gcs_address, limit=10_000,
+                               filters=[("class_name", "=", "FooterReader")], raise_on_missing_output=False))
 
     before = footer_readers()
     rows = ray.get(ray.remote(lambda files: ray.data.read_parquet(files).take_all()).remote(paths))
