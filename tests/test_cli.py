@@ -51,9 +51,10 @@ def test_run_goes_through_every_stage_into_a_relative_root(tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     stages = [line for line in result.stdout.splitlines() if line.startswith("== ")]
-    names = ["plan", "photos", "train", "superresolve", "classify", "report"]
+    names = ["plan", "photos", "train", "superresolve", "published superresolve", "classify", "report"]
     assert [line for line in stages if " done in " not in line] == [f"== {name}" for name in names]
     assert [line.split(" done in ")[0] for line in stages if " done in " in line] == [f"== {name}" for name in [*names, "run"]]
+    assert "published superresolve: skipped; no weights folder" in result.stdout
     assert "classify: skipped; classifiers compare every model of the grid" in result.stdout
     assert "Running Dataset" not in result.stdout + result.stderr  # no terminal: Ray Data's progress stays out of logs
     root = tmp_path / "relative" / "run"
