@@ -255,13 +255,14 @@ def complete_under(storage: Storage, model: ModelInfo) -> str | None:
 
 def write_inputs(folder: Path, scale: int, storage: Storage) -> Path:
     """``folder/lr-inputs/x<scale>/<image_id>.png``: each photo's low-resolution input, exactly as srfp's models
-    get it (the photo cropped to a multiple of the scale, MATLAB bicubic down); inputs already there are kept."""
+    get it (the photo cropped to a multiple of the scale, MATLAB bicubic down); inputs already there are kept.
+    Each is written whole or not at all, so an interrupted run leaves no part of one to be kept."""
     inputs = folder / INPUTS / f"x{scale}"
     inputs.mkdir(parents=True, exist_ok=True)
+    written = Storage(str(inputs))
     for image_id in read_manifest(storage)["image_id"]:
-        target = inputs / f"{image_id}.png"
-        if not target.exists():
-            target.write_bytes(encode_png(downscale(read_photo(storage, image_id), scale)[1]))
+        if not written.is_file(f"{image_id}.png"):
+            written.write_bytes(f"{image_id}.png", encode_png(downscale(read_photo(storage, image_id), scale)[1]))
     return inputs
 
 
