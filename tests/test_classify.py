@@ -120,12 +120,17 @@ def _crops_by_image(dataset) -> dict[str, bytes]:
     return {row["image_id"]: row["image"].tobytes() for row in dataset.take_all()}
 
 
-def test_training_crops_change_every_epoch_and_repeat_with_the_seed(ray_local, tmp_path):
-    """Through the real Ray Data path: each epoch draws new crops of each image, and a rerun draws the same."""
+def _one_model_root(path) -> tuple[Storage, str]:
+    """A root with one smoke model's shard (an untrained network's images), and that model's id."""
     one_model = dataclasses.replace(SMOKE, models=dataclasses.replace(
         SMOKE.models, archs=["EDSR"], datasets=["div2k"], scales=[2], losses=["L1"]))
-    root = untrained_root(tmp_path / "run", one_model)
     [model_id] = [spec.model_id for spec in one_model.specs()]
+    return untrained_root(path, one_model), model_id
+
+
+def test_training_crops_change_every_epoch_and_repeat_with_the_seed(ray_local, tmp_path):
+    """Through the real Ray Data path: each epoch draws new crops of each image, and a rerun draws the same."""
+    root, model_id = _one_model_root(tmp_path / "run")
     settings = dataclasses.replace(SMOKE.classifier, crops_per_image=1)
 
     def epoch(number, seed=0):
@@ -139,6 +144,27 @@ def test_training_crops_change_every_epoch_and_repeat_with_the_seed(ray_local, t
     assert len(set(first.values())) == 5  # and each image its own
     assert epoch(0) == first  # the same seed, the same crops (a pipeline run costs seconds: one rerun)
     assert all(crop != first[image] for image, crop in epoch(0, seed=1).items())
+
+
+def test_predictions_reuse_the_validation_crops_and_read_only_the_test_split(ray_local, tmp_path, monkeypatch):
+    """The validation images are cut once, for the epochs, and predicted from those crops: a prediction pass reads
+    and decodes only the test split (every Ray Data read starts processes: seconds on a laptop)."""
+    from srfp.classify import predict as prediction
+    from srfp.classify.data import evaluation_crops
+    from srfp.classify.network import Classifier
+
+    root, model_id = _one_model_root(tmp_path / "run")
+    validation = evaluation_crops(read_split(root, [model_id], "val"), "model_id", [model_id], SMOKE.classifier)
+    validation = validation.materialize()
+    splits_read = []
+    monkeypatch.setattr(prediction, "read_split", lambda *args: splits_read.append(args[2]) or read_split(*args))
+    torch.manual_seed(0)
+    rows = prediction.predict(Classifier("xception_narrow", 1, False), root, SMOKE.classifier, "model_id",
+                              [model_id], {"test": [model_id], "validation": [model_id]}, validation,
+                              torch.device("cpu")).to_pandas()
+    assert splits_read == ["test"]
+    assert sorted(rows.role) == ["test", "validation"]  # one test and one validation photo per model
+    assert (rows.true_label == model_id).all() and (rows.predicted_label == model_id).all()
 
 
 def test_tasks_train_side_by_side_with_the_studys_batch_and_learning_rate(classified_root):

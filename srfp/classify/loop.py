@@ -88,11 +88,11 @@ def train_epoch(classifier: Classifier, phase: str, batches: Iterable[dict], opt
 
 @torch.no_grad()
 def count_correct(classifier: Classifier, batches: Iterable[dict], device) -> tuple[int, int]:
-    """Correct top-1 predictions and images, on centre crops, in evaluation mode."""
+    """Correct top-1 predictions and images, on centre crops (NumPy batches), in evaluation mode."""
     classifier.eval()
     correct = total = 0
     for batch in batches:
-        images, labels = batch["image"].to(device), batch["label"].to(device)
+        images, labels = torch.tensor(batch["image"], device=device), torch.tensor(batch["label"], device=device)
         with autocast(device):
             correct += int((classifier(images).argmax(1) == labels).sum())
         total += len(labels)
@@ -160,8 +160,9 @@ def train_loop_per_worker(config: dict) -> None:
     state = state or {"epoch": 0, "phase": None, "best_accuracy": -1.0, "best_epoch": 0, "history": []}
     total_epochs = settings.head_epochs + settings.finetune_epochs
     train_rows = read_split(storage, config["train_ids"], "train")
+    # the same centre crops every epoch, then for the predictions of the validation images
     validation = evaluation_crops(read_split(storage, config["train_ids"], "val"), target, labels, settings)
-    validation = validation.select_columns(["image", "label"]).materialize()  # the same centre crops every epoch
+    validation = validation.materialize()
     phase = optimizer = scheduler = None
     for epoch in range(state["epoch"], total_epochs):
         if phase_of(epoch, settings.head_epochs) != phase:
@@ -179,7 +180,8 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = train_epoch(classifier, phase, _remembering(batches, last_batches), optimizer, device)
         if last_batches and phase == "all":
             recalibrate_batch_norm(classifier, last_batches, device)
-        correct, total = count_correct(classifier, validation.iter_torch_batches(batch_size=settings.batch_size), device)
+        correct, total = count_correct(classifier, validation.iter_batches(batch_size=settings.batch_size,
+                                                                          batch_format="numpy"), device)
         accuracy = correct / max(total, 1)
         scheduler.step(accuracy)
         improved = accuracy >= state["best_accuracy"]  # a tie goes to the later, longer-trained epoch
@@ -196,4 +198,4 @@ def train_loop_per_worker(config: dict) -> None:
         ray.train.report(metrics)
     load_weights(classifier, storage.read_bytes(weights_path(folder)))
     write_predictions(storage, folder, predict(classifier, storage, settings, target, labels,
-                                               config["test_ids_by_role"], device))
+                                               config["test_ids_by_role"], validation, device))

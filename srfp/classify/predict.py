@@ -23,13 +23,16 @@ from srfp.storage import Storage
 
 
 def predict(classifier: Classifier, storage: Storage, settings: ClassifierSettings, target: str, labels: list[str],
-            model_ids_by_role: dict[str, list[str]], device) -> pa.Table:
+            model_ids_by_role: dict[str, list[str]], validation, device) -> pa.Table:
     """Predict the images of the models of each role (of the role's split, see
-    :data:`srfp.classify.results.ROLE_SPLITS`) with ``classifier`` on ``device``; rows sorted by model and image."""
+    :data:`srfp.classify.results.ROLE_SPLITS`) with ``classifier`` on ``device``; rows sorted by model and image.
+
+    ``validation`` holds the validation role's images already cut: the training loop's centre crops of the
+    val split (a Ray Dataset of :func:`srfp.classify.data.evaluation_crops`, every column kept), so that
+    only the test split is read and decoded here."""
     role_of = role_of_split(model_ids_by_role)
-    splits = [read_split(storage, sorted({m for s, m in role_of if s == split}), split)
-              for split in sorted({split for split, _ in role_of})]
-    crops = evaluation_crops(splits[0].union(*splits[1:]), target, labels, settings)
+    tested = read_split(storage, sorted({model_id for split, model_id in role_of if split == "test"}), "test")
+    crops = evaluation_crops(tested, target, labels, settings).union(validation)
     classifier.eval()
     tables = [_prediction_rows(classifier, batch, target, np.array(labels), role_of, device)
               for batch in crops.iter_batches(batch_size=settings.batch_size, batch_format="numpy")]
