@@ -27,6 +27,7 @@ from srfp.status import render_status
 from srfp.storage import Storage
 from srfp.superres.core import superresolve, superresolve_photo
 from srfp.superres.pipeline import (
+    SuperresolveFailed,
     SuperResolver,
     TrainedNetwork,
     actor_pool,
@@ -128,11 +129,12 @@ def _plain_rows(storage, spec, photos):
 
 def test_the_actor_stage_only_turns_lr_images_into_sr_and_the_three_stages_make_the_plain_rows(trained, grid):
     spec, photos = MODELS[1], _photos(trained)[:2]
-    pairs = read_pairs(pa.Table.from_pylist(photos), trained.uri, spec.scale)
-    made = SuperResolver(trained.uri, grid, TrainedNetwork(spec.model_id))(pairs)
-    assert made.column_names == ["image_id", "tag", "split", "hr", "sr"]
-    assert made.column("hr") == pairs.column("hr")
-    assert encode_rows(made, ModelInfo.of_spec(spec)).to_pylist() == _plain_rows(trained, spec, photos)
+    rows = [{"model_id": spec.model_id, "scale": spec.scale, **photo} for photo in photos]
+    pairs = read_pairs(pa.Table.from_pylist(rows), trained.uri)
+    made = SuperResolver(trained.uri, grid, {spec.model_id: TrainedNetwork(spec.model_id)})(pairs)
+    assert made.column_names == ["model_id", "scale", "image_id", "tag", "split", "hr", "sr", "error"]
+    assert made.column("hr") == pairs.column("hr") and made.column("error").null_count == 2
+    assert encode_rows(made, {spec.model_id: ModelInfo.of_spec(spec)}).to_pylist() == _plain_rows(trained, spec, photos)
 
 
 def test_the_cpu_stages_import_no_torch_so_their_workers_start_quickly():
@@ -221,6 +223,16 @@ def test_a_rerun_rewrites_nothing_and_a_partial_shard_is_redone_exactly(ray_loca
     assert complete == {p: root.read_bytes(p) for p in root.list(shard_folder(MODELS[0].model_id))}
     ids = read_shard(root, MODELS[1].model_id, columns=["image_id"]).column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 7
+
+
+def test_a_model_that_fails_in_the_shared_pipeline_gets_no_shard_and_the_others_complete(ray_local, root, grid):
+    root.write_bytes(f"models/{MODELS[0].model_id}.safetensors", b"not weights")  # its actor cannot load it
+    messages = []
+    with pytest.raises(SuperresolveFailed, match=f"1 models failed: {MODELS[0].model_id}; rerun `superresolve`"):
+        superresolve_grid(grid, MODELS, root, log=messages.append)
+    assert shard_status(root, MODELS[0].model_id).state == "missing"  # nothing staged for it
+    assert shard_status(root, MODELS[1].model_id).state == "complete"
+    assert any(m.startswith(f"superresolve: model 1/2 {MODELS[0].model_id}: failed: SafetensorError") for m in messages)
 
 
 def test_bfloat16_super_resolution_is_recorded_in_the_marker_and_changes_the_images(ray_local, root, grid):

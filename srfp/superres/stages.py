@@ -12,6 +12,7 @@ import io
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from srfp.images import downscale
 from srfp.photos import read_photo
@@ -30,27 +31,33 @@ def unpack_image(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def read_pairs(batch: pa.Table, root: str, scale: int) -> pa.Table:
-    """Stage 1: the batch's photos with their HR (cropped to a multiple of the scale) and LR images."""
+def read_pairs(batch: pa.Table, root: str) -> pa.Table:
+    """Stage 1: the batch's photos with their HR (cropped to a multiple of the row's ``scale``) and LR images."""
     storage = Storage(root)
-    pairs = [downscale(read_photo(storage, image_id), scale) for image_id in batch.column("image_id").to_pylist()]
+    pairs = [downscale(read_photo(storage, image_id), scale)
+             for image_id, scale in zip(batch.column("image_id").to_pylist(), batch.column("scale").to_pylist())]
     return (batch.append_column("hr", pa.array([pack_image(hr) for hr, _ in pairs], pa.binary()))
             .append_column("lr", pa.array([pack_image(lr) for _, lr in pairs], pa.binary())))
 
 
-def encode_rows(batch: pa.Table, model: ModelInfo) -> pa.Table:
-    """Stage 3: each super-resolved image's dataset row (lossless PNG, Y-PSNR against its HR image)."""
-    rows = [make_row(model, photo, unpack_image(photo["hr"]), unpack_image(photo["sr"])) for photo in batch.to_pylist()]
+def encode_rows(batch: pa.Table, models: dict[str, ModelInfo]) -> pa.Table:
+    """Stage 3: each super-resolved image's dataset row (lossless PNG, Y-PSNR against its HR image), its model
+    that of the row's ``model_id``."""
+    rows = [make_row(models[photo["model_id"]], photo, unpack_image(photo["hr"]), unpack_image(photo["sr"]))
+            for photo in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def stage_rows(batch: pa.Table, model: ModelInfo, root: str) -> pa.Table:
-    """Stage 3 in the pipeline: store each photo's row alone, named by its ``position`` in the manifest (the
-    shard's parts are packed from them in that order); returns the positions stored."""
+def stage_rows(batch: pa.Table, models: dict[str, ModelInfo], root: str) -> pa.Table:
+    """Stage 3 in the pipeline: store each photo's row alone under its model's shard, named by its ``position`` in
+    the manifest (the shard's parts are packed from them in that order); rows whose model failed (an ``error``, no
+    image) are not stored. Returns the model id, position and error of every row."""
     storage = Storage(root)
-    for position, row in zip(batch.column("position").to_pylist(), encode_rows(batch, model).to_pylist()):
-        stage_row(storage, model.model_id, position, row)
-    return batch.select(["position"])
+    made = batch.filter(pc.is_null(batch.column("error")))
+    for model_id, position, row in zip(made.column("model_id").to_pylist(), made.column("position").to_pylist(),
+                                       encode_rows(made, models).to_pylist()):
+        stage_row(storage, model_id, position, row)
+    return batch.select(["model_id", "position", "error"])
 
 
 def pack(root: str, model_id: str, part: int, positions: range) -> int:
