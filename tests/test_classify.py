@@ -187,6 +187,17 @@ def test_tasks_train_side_by_side_with_the_studys_batch_and_learning_rate(classi
     assert start_a < end_b and start_b < end_a  # the two trials overlapped in time
 
 
+def test_the_next_task_runs_in_a_finished_trials_process(classified_root):
+    """The fixture's first three tasks ran two at a time as Tune trials: the third in the process of a finished one,
+    not in a new process that imports srfp, Ray Train and PyTorch again."""
+    tune_files = classified_root.list("classifiers/xception_narrow/tune", recursive=True)
+    pids = set()
+    for name in ("attribution", "parse-scale-holdout-L1", "parse-scale-all"):
+        [result] = [path for path in tune_files if path.endswith(f"/{name}/result.json")]
+        pids.add(json.loads(classified_root.read_text(result).splitlines()[0])["pid"])
+    assert len(pids) == 2
+
+
 def test_a_grid_asking_for_several_workers_per_classifier_is_refused_with_the_replacement(tmp_path):
     grid = yaml.safe_load(open(SMOKE.source))
     grid["classifier"]["workers"] = 4

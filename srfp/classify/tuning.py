@@ -4,6 +4,8 @@ Each trial is the driver of its task's ``TorchTrainer`` (Ray's idiom for Train i
 predicts and scores one task (:func:`srfp.classify.stage.run_task`) and takes no CPU of its own;
 the trainer's one worker takes ``classifier.worker``. At most ``classifier.max_concurrent_tasks`` run at
 once (0: no limit, each trainer waits for its worker's resources, which an autoscaling cluster adds).
+A finished trial's process drives the next task (Tune's ``reuse_actors``): a new one would import srfp,
+Ray Train and PyTorch again, seconds of CPU per task.
 Trial logs and Tune's state are kept in ``<root>/classifiers/<backbone>/tune``.
 """
 
@@ -41,7 +43,7 @@ def train_tasks(storage: Storage, settings: ClassifierSettings, runs: list[TaskR
     tuner = tune.Tuner(
         trainable,
         param_space={"task": tune.grid_search(list(by_name))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=settings.max_concurrent_tasks or None,
+        tune_config=tune.TuneConfig(max_concurrent_trials=settings.max_concurrent_tasks or None, reuse_actors=True,
                                     trial_name_creator=lambda trial: trial.config["task"],
                                     trial_dirname_creator=lambda trial: trial.config["task"]),
         run_config=tune.RunConfig(name=time.strftime("classify-%Y%m%d-%H%M%S"),
