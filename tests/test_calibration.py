@@ -11,7 +11,7 @@ import pytest
 from srfp.grid import cmd_plan, main
 
 # The smoke grid's EDSR models: 400 iterations at batch 8, patches 48 (x2) and 96 (x4); VGG_GAN models train
-# 380 iterations of L1 warm-up and 20 adversarial ones, both at patch 32.
+# 390 iterations of L1 warm-up and 10 adversarial ones, both at patch 32.
 ROWS = [
     {"scale": 2, "loss": "L1", "phase": "l1", "patch_size": 48, "seconds_per_iteration": 0.5, "gpu_share": 1.0},
     {"scale": 4, "loss": "L1", "phase": "l1", "patch_size": 96, "seconds_per_iteration": 0.9, "gpu_share": 0.5},
@@ -45,8 +45,8 @@ def total_gpu_hours(out: str) -> float:
 def test_plan_with_a_calibration_file_gives_the_measured_total(tmp_path, capsys):
     l1_x2, l1_x4, warmup_x2, adversarial_x2, warmup_x4, adversarial_x4 = ROWS
     per_dataset = (gpu_hours(l1_x2, 400) + gpu_hours(l1_x4, 400)
-                   + gpu_hours(warmup_x2, 380) + gpu_hours(adversarial_x2, 20)
-                   + gpu_hours(warmup_x4, 380) + gpu_hours(adversarial_x4, 20))
+                   + gpu_hours(warmup_x2, 390) + gpu_hours(adversarial_x2, 10)
+                   + gpu_hours(warmup_x4, 390) + gpu_hours(adversarial_x4, 10))
     assert main(["plan", "--only", EDSR_ONLY, "--calibration", calibration_file(tmp_path / "c.json")]) == 0
     out = capsys.readouterr().out
     assert total_gpu_hours(out) == pytest.approx(2 * per_dataset, rel=1e-3)  # two datasets, seed 1
@@ -59,7 +59,7 @@ def test_a_missing_row_is_named_and_the_grids_estimate_stands_in(tmp_path, capsy
     measured = ROWS[:-1]  # no adversarial row for x4 VGG_GAN: its two models fall back to 0.01 GPU-h each
     l1_x2, l1_x4, warmup_x2, adversarial_x2, _ = measured
     per_dataset = (gpu_hours(l1_x2, 400) + gpu_hours(l1_x4, 400)
-                   + gpu_hours(warmup_x2, 380) + gpu_hours(adversarial_x2, 20))
+                   + gpu_hours(warmup_x2, 390) + gpu_hours(adversarial_x2, 10))
     assert main(["plan", "--only", EDSR_ONLY, "--calibration", calibration_file(tmp_path / "c.json", measured)]) == 0
     out = capsys.readouterr().out
     assert "EDSR x4 VGG_GAN phase adversarial at batch 8, patch 32" in out
