@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import time
@@ -220,8 +221,8 @@ class Storage:
     def _s3_cause(self, error: OSError) -> str | None:
         """What an S3 error means for the user, for the faults they can fix; None for the others."""
         message = str(error)
-        for words, cause in _S3_CAUSES:
-            if any(word in message for word in words):
+        for words, cause in _S3_CAUSES:  # whole words: an endpoint's port 59403 is no HTTP 403
+            if any(re.search(rf"\b{word}\b", message) for word in words):
                 return cause.format(endpoint=self.endpoint or "AWS's endpoint")
         return None
 
