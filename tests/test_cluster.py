@@ -161,9 +161,9 @@ def test_a_local_ray_listens_on_the_loopback_interface_only(ray_local):
                for address in listening), listening
 
 
-def test_a_parquet_read_in_a_worker_starts_one_footer_reader(ray_local, tmp_path):
-    """Ray Data starts a pool of actors to read Parquet footers for every read (32 by default, a process each);
-    connect() keeps it to one, in the driver and in every worker of the run."""
+def test_a_parquet_read_in_a_worker_starts_no_footer_reader(ray_local, tmp_path):
+    """Ray Data's Parquet reader V2 starts a pool of actors to read footers for every read (32 by default, a process
+    each); connect() has the driver and every worker of the run read with V1, which starts none."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
@@ -181,4 +181,5 @@ def test_a_parquet_read_in_a_worker_starts_one_footer_reader(ray_local, tmp_path
     before = footer_readers()
     rows = ray.get(ray.remote(lambda files: ray.data.read_parquet(files).take_all()).remote(paths))
     assert sorted(row["number"] for row in rows) == [0, 1, 2]
-    assert footer_readers() - before == 1
+    assert footer_readers() - before == 0
+    assert not ray.data.DataContext.get_current().use_datasource_v2  # the driver's reads too
