@@ -151,7 +151,7 @@ def superresolution_rows(models: dict[str, tuple[ModelInfo, Network]], grid: Gri
     settings = grid.superres
     rows = [{"model_id": model_id, "scale": model.scale, **photo, "position": position}
             for model_id, (model, _) in models.items() for position, photo in enumerate(photos)]
-    batches = sum(math.ceil(len(photos) / settings.batch_size) for _ in models)
+    batches = len(models) * math.ceil(len(photos) / settings.batch_size)
     each_batch = {"batch_size": settings.batch_size, "batch_format": "pyarrow"}
     cpu_task = {"num_cpus": cpu_task_cpus(settings), **each_batch}
     networks = {model_id: network for model_id, (_, network) in models.items()}
